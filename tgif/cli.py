@@ -1,0 +1,220 @@
+"""The ``tgif`` command line.
+
+    tgif fuse SRC1 SRC2 -o OUT [--method laplacian] [--task ivf]
+    tgif metrics FUSED SRC1 SRC2 [--metrics all] [--json]
+    tgif eval --dataset msrs_test --method laplacian [--out results]
+    tgif datasets
+    tgif bench metrics
+
+Errors print one line (``tgif: error: ...``) and exit non-zero; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Sequence
+
+from tgif import __version__
+from tgif.errors import TgifError
+
+logger = logging.getLogger("tgif")
+
+EXIT_USER_ERROR = 2
+EXIT_UNEXPECTED = 1
+
+
+def _add_loading_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--resize", action="store_true", help="resize the second image to the first when sizes differ")
+    parser.add_argument("--max-pixels", type=int, default=None, help="pixel limit per image (default: TGIF_MAX_PIXELS or 16.8 MP)")
+    parser.add_argument("--downscale", action="store_true", help="downscale images over the pixel limit instead of refusing them")
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with all sub-commands."""
+    from tgif.baselines import BASELINES
+    from tgif.io.pair import TASKS
+
+    parser = argparse.ArgumentParser(prog="tgif", description="Text-guided image fusion: fuse, score and benchmark image pairs.")
+    parser.add_argument("--version", action="version", version=f"tgif {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log conversions made while loading images")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    fuse = sub.add_parser("fuse", help="fuse two images into one")
+    fuse.add_argument("src1", help="first source (IVF: infrared, MIF: MRI, MEF: under-exposed, MFF: near focus)")
+    fuse.add_argument("src2", help="second source (IVF: visible, MIF: CT/PET/SPECT, MEF: over-exposed, MFF: far focus)")
+    fuse.add_argument("-o", "--output", required=True, help="output image path (.png recommended)")
+    fuse.add_argument("--method", default="laplacian", choices=sorted(BASELINES), help="fusion method (default: laplacian)")
+    fuse.add_argument("--task", choices=TASKS, default=None, help="fusion task, lets methods adapt (e.g. laplacian base rule)")
+    fuse.add_argument("--metrics", action="store_true", help="also print the six metrics of the saved result")
+    _add_loading_options(fuse)
+
+    metrics = sub.add_parser("metrics", help="score a fused image against its two sources")
+    metrics.add_argument("fused")
+    metrics.add_argument("src1")
+    metrics.add_argument("src2")
+    metrics.add_argument("--metrics", dest="names", default=None,
+                         help="comma list of EN,SD,SF,AG,VIF,Qabf,SSIM,MI,SCD or 'all' (default: the paper's six)")
+    metrics.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_loading_options(metrics)
+
+    ev = sub.add_parser("eval", help="evaluate methods over datasets (per-image CSV + mean table)")
+    ev.add_argument("--dataset", required=True, help="dataset name(s) in shared/data, comma list, a folder, or 'all'")
+    ev.add_argument("--method", default="laplacian", help=f"method(s), comma list or 'all' ({', '.join(BASELINES)})")
+    ev.add_argument("--metrics", dest="names", default=None, help="metric names or 'all' (default: the paper's six)")
+    ev.add_argument("--out", default="results", help="output folder for fused PNGs and CSVs (default: results)")
+    ev.add_argument("--limit", type=int, default=None, help="only the first N pairs of each dataset")
+    ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    sub.add_parser("datasets", help="list the datasets found in the shared data folder")
+
+    bench = sub.add_parser("bench", help="print timings")
+    bench.add_argument("target", choices=["metrics"], help="what to time")
+    bench.add_argument("--size", default="640x480", help="WIDTHxHEIGHT (default: 640x480)")
+    bench.add_argument("--repeat", type=int, default=5, help="runs per measurement; the median is printed")
+    return parser
+
+
+def _print_metrics_table(values: dict[str, float]) -> None:
+    from tgif.metrics import METRICS
+
+    width = max(len(n) for n in values)
+    for name, value in values.items():
+        spec = METRICS[name]
+        unit = f"  ({spec.unit})" if spec.unit else ""
+        print(f"{name:<{width}}  {value:10.4f}  {spec.title}{unit}")
+
+
+def _cmd_fuse(args: argparse.Namespace) -> int:
+    from tgif.baselines import get_baseline
+    from tgif.io import load_pair, save_image
+    from tgif.metrics import compute_metrics, gray_levels_of, read_gray_levels
+
+    on_large = "downscale" if args.downscale else "error"
+    pair = load_pair(args.src1, args.src2, resize=args.resize, max_pixels=args.max_pixels, on_large=on_large, task=args.task)
+    for source in (pair.a, pair.b):
+        for note in source.notes:
+            logger.info("%s: %s", source.name, note)
+    fused = get_baseline(args.method).fuse(pair)
+    out = save_image(args.output, fused)
+    kind = "RGB" if fused.ndim == 3 else "grey"
+    print(f"wrote {out} ({pair.size[0]}x{pair.size[1]} {kind}, method {args.method})")
+    if args.metrics:
+        values = compute_metrics(read_gray_levels(out), gray_levels_of(pair.a.pixels), gray_levels_of(pair.b.pixels))
+        _print_metrics_table(values)
+    return 0
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    from tgif.io import load_image, load_pair
+    from tgif.metrics import compute_metrics, gray_levels_of
+
+    on_large = "downscale" if args.downscale else "error"
+    fused = load_image(args.fused, max_pixels=args.max_pixels, on_large=on_large)
+    pair = load_pair(args.src1, args.src2, resize=args.resize, max_pixels=args.max_pixels, on_large=on_large)
+    if fused.size != pair.size:
+        from tgif.errors import PairSizeError
+
+        raise PairSizeError(
+            f"{fused.name} is {fused.size[0]}x{fused.size[1]} but the sources are {pair.size[0]}x{pair.size[1]};"
+            " metrics need the fused image at the sources' size"
+        )
+    values = compute_metrics(
+        gray_levels_of(fused.pixels), gray_levels_of(pair.a.pixels), gray_levels_of(pair.b.pixels), args.names
+    )
+    if args.json:
+        print(json.dumps(values, indent=2))
+    else:
+        _print_metrics_table(values)
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from tgif.baselines import BASELINES, get_baseline
+    from tgif.evaluation import evaluate, markdown_table
+    from tgif.io import list_datasets
+    from tgif.metrics import resolve_metric_names
+
+    datasets = list_datasets() if args.dataset.strip().lower() == "all" else _split(args.dataset)
+    if not datasets:
+        raise TgifError("no datasets found; set TGIF_SHARED to the folder holding data/")
+    methods = list(BASELINES) if args.method.strip().lower() == "all" else _split(args.method)
+    for method in methods:
+        get_baseline(method)  # fail before any work on a typo
+    names = resolve_metric_names(args.names)
+    for dataset in datasets:
+        results = [
+            evaluate(dataset, method, metrics=names, out_dir=args.out, limit=args.limit, progress=not args.no_progress)
+            for method in methods
+        ]
+        print()
+        print(markdown_table(results))
+        for result in results:
+            print(f"per-image CSV: {result.csv_path}")
+    return 0
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from tgif import settings
+    from tgif.io import list_datasets, list_pairs
+    from tgif.io.datasets import dataset_modalities, dataset_task
+
+    root = settings.data_dir()
+    if root is None:
+        raise TgifError("no shared data folder found; set TGIF_SHARED to the folder holding data/")
+    print(f"datasets in {root}:")
+    for name in list_datasets(root):
+        mods = "/".join(dataset_modalities(root / name))
+        print(f"  {name:<20} {dataset_task(name) or '?':<4} {mods:<12} {len(list_pairs(root / name)):>4} pairs")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from tgif.bench import bench_metrics
+
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError as exc:
+        raise TgifError(f"--size must look like 640x480, got {args.size!r}") from exc
+    timings = bench_metrics(width, height, repeat=args.repeat)
+    print(f"metric timings on a {width}x{height} pair (median of {args.repeat} runs, float64 numpy/OpenCV):")
+    for name, seconds in timings.items():
+        print(f"  {name:<10} {seconds * 1000:9.1f} ms")
+    return 0
+
+
+COMMANDS = {"fuse": _cmd_fuse, "metrics": _cmd_metrics, "eval": _cmd_eval, "datasets": _cmd_datasets, "bench": _cmd_bench}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 2 user error, 1 unexpected error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="tgif: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except TgifError as exc:
+        if args.debug:
+            raise
+        print(f"tgif: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("tgif: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush silent
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the CLI turns any failure into one line
+        if args.debug:
+            raise
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"tgif: error: {type(exc).__name__}: {message} (run with --debug for details)", file=sys.stderr)
+        return EXIT_UNEXPECTED
