@@ -169,7 +169,9 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
     root = settings.data_dir()
     if root is None:
-        raise TgifError("no shared data folder found; set TGIF_SHARED to the folder holding data/")
+        where = f"TGIF_SHARED={os.environ['TGIF_SHARED']!r} holds no data/ folder" if os.environ.get(
+            "TGIF_SHARED") else "no shared data folder found beside the repository"
+        raise TgifError(f"{where}; set TGIF_SHARED to the folder holding data/")
     print(f"datasets in {root}:")
     for name in list_datasets(root):
         mods = "/".join(dataset_modalities(root / name))
