@@ -85,9 +85,10 @@ def test_eval_on_a_dataset_folder_prints_a_markdown_table(tmp_path, capsys) -> N
             (root / mod).mkdir(parents=True, exist_ok=True)
             (root / mod / f"{k}.png").write_bytes(src.read_bytes())
     code = main(["eval", "--dataset", str(root), "--method", "average,laplacian", "--out", str(tmp_path / "res"),
-                 "--no-progress"])
+                 "--no-progress", "--per-image"])
     assert code == 0
     out = capsys.readouterr().out
+    assert "# pairs / average\nid,EN,SD,SF,AG,VIF,Qabf,fuse_s\n0," in out
     assert "| pairs (2 pairs) | EN | SD | SF | AG | VIF | Qabf |" in out
     assert "| average |" in out and "| laplacian |" in out
     assert (tmp_path / "res" / "pairs" / "laplacian.csv").exists()

@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--metrics", dest="names", default=None, help="metric names or 'all' (default: the paper's six)")
     ev.add_argument("--out", default="results", help="output folder for fused PNGs and CSVs (default: results)")
     ev.add_argument("--limit", type=int, default=None, help="only the first N pairs of each dataset")
+    ev.add_argument("--per-image", action="store_true", help="also print each per-image CSV to the terminal")
     ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     sub.add_parser("datasets", help="list the datasets found in the shared data folder")
@@ -155,6 +156,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             evaluate(dataset, method, metrics=names, out_dir=args.out, limit=args.limit, progress=not args.no_progress)
             for method in methods
         ]
+        for result in results:
+            if args.per_image and result.csv_path is not None:
+                print(f"\n# {result.dataset} / {result.method}")
+                print(result.csv_path.read_text().rstrip())
         print()
         print(markdown_table(results))
         for result in results:
