@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -43,3 +45,71 @@ def bench_metrics(width: int = 640, height: int = 480, repeat: int = 5) -> dict[
         runs.append(time.perf_counter() - start)
     timings["paper six"] = statistics.median(runs)
     return timings
+
+
+def _bench_image(width: int, height: int) -> np.ndarray:
+    """The bundled IVF visible example resized to the size asked (a synthetic image if it is missing)."""
+    import cv2
+
+    from tgif.io.image import as_rgb_uint8
+
+    example = Path(__file__).resolve().parents[1] / "assets" / "examples" / "ivf" / "vi.png"
+    if example.exists():
+        from tgif.io import load_image
+
+        image = as_rgb_uint8(load_image(example).pixels)
+    else:
+        fused, a, _ = synthetic_gray_pair(width, height)
+        image = as_rgb_uint8(np.stack([fused, a, fused], -1).astype(np.uint8))
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def _median_time(fn: Callable[[], object], repeat: int) -> float:
+    runs = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - start)
+    return statistics.median(runs)
+
+
+def bench_perception(width: int = 640, height: int = 480, repeat: int = 3,
+                     backends: tuple[str, ...] = ("classic", "mobile_sam", "sam")) -> dict[str, dict[str, float]]:
+    """Median seconds per stage of perception and template captioning, per segmentation backend.
+
+    Learned segmenters run with their real checkpoints when ``TGIF_SAM_CHECKPOINT`` /
+    ``TGIF_MOBILE_SAM_CHECKPOINT`` point to them, otherwise with randomly initialised weights of
+    the same architecture (same cost; the masks are meaningless). SAM runs once (it is slow on CPU).
+    """
+    import os
+
+    from tgif.captions import CaptionInput, build_captioner
+    from tgif.perception import YoloDetector, build_segmenter, draw_detections, draw_segmentation
+
+    image = _bench_image(width, height)
+    detector = YoloDetector()
+    detector.detect(image)  # load and compile once
+    detections = detector.detect(image)
+    results: dict[str, dict[str, float]] = {}
+    captioner = build_captioner("template")
+    for backend in backends:
+        env = {"sam": "TGIF_SAM_CHECKPOINT", "mobile_sam": "TGIF_MOBILE_SAM_CHECKPOINT"}.get(backend)
+        checkpoint = os.environ.get(env) if env else None
+        label = backend if backend == "classic" else f"{backend} ({'checkpoint' if checkpoint else 'random weights'})"
+        segmenter = build_segmenter(backend, checkpoint=checkpoint) if backend != "classic" else build_segmenter(backend)
+        start = time.perf_counter()
+        segmentation = segmenter.segment(image, detections)  # SAM: this single run is the measurement
+        first = time.perf_counter() - start
+        seg_time = first if backend == "sam" else _median_time(lambda: segmenter.segment(image, detections), repeat)
+        stages = {
+            "detection": _median_time(lambda: detector.detect(image), repeat),
+            "segmentation": seg_time,
+            "rendering": _median_time(lambda: (draw_detections(image, detections),
+                                               draw_segmentation(image, segmentation)), repeat),
+        }
+        inputs = CaptionInput(image, "visible", "ivf", detections, segmentation,
+                              draw_detections(image, detections), draw_segmentation(image, segmentation))
+        stages["caption"] = _median_time(lambda: captioner.caption(inputs), repeat)
+        stages["total"] = sum(stages.values())
+        results[label] = stages
+    return results

@@ -3,6 +3,8 @@
     tgif fuse SRC1 SRC2 -o OUT [--method laplacian] [--task ivf]
     tgif metrics FUSED SRC1 SRC2 [--metrics all] [--json]
     tgif eval --dataset msrs_test --method laplacian [--out results]
+    tgif caption SRC1 SRC2 --task ivf [--out-dir DIR]
+    tgif caption --dataset msrs_test --out captions.jsonl
     tgif datasets
     tgif bench metrics
 
@@ -16,6 +18,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from tgif import __version__
@@ -75,10 +78,29 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--per-image", action="store_true", help="also print each per-image CSV to the terminal")
     ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    cap = sub.add_parser("caption", help="detection/segmentation maps and a caption per source image")
+    cap.add_argument("sources", nargs="*", help="one or two source images (or use --dataset)")
+    cap.add_argument("--dataset", help="caption every image of a dataset folder (name in shared/data, or a path)")
+    cap.add_argument("--out", help="with --dataset: the JSONL file to append to (resumable)")
+    cap.add_argument("--out-dir", default="captions_out", help="with sources: folder for the maps and captions.json")
+    cap.add_argument("--maps", default=None, help="with --dataset: also write the maps into this folder")
+    cap.add_argument("--task", choices=TASKS, default=None, help="fusion task (default: from the dataset, else ivf)")
+    cap.add_argument("--modalities", default=None,
+                     help="with sources: comma list of modality names, e.g. ir,vi (default: from the task)")
+    cap.add_argument("--captioner", default="auto", choices=["auto", "template", "gpt"],
+                     help="auto = GPT when OPENAI_API_KEY is set, else the offline template drafter")
+    cap.add_argument("--segmenter", default="classic", choices=["classic", "mobile_sam", "sam"])
+    cap.add_argument("--checkpoint", default=None, help="segmenter checkpoint for sam/mobile_sam")
+    cap.add_argument("--detector", default=None, help="YOLO weights (default: TGIF_YOLO_WEIGHTS, shared export, yolo11n.pt)")
+    cap.add_argument("--mode", default="full", help="caption inputs: full, image+detection, image+segmentation, image, none")
+    cap.add_argument("--limit", type=int, default=None, help="with --dataset: at most N new images")
+    cap.add_argument("--no-cache", action="store_true", help="do not read or write the perception cache")
+    cap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
     sub.add_parser("datasets", help="list the datasets found in the shared data folder")
 
     bench = sub.add_parser("bench", help="print timings")
-    bench.add_argument("target", choices=["metrics"], help="what to time")
+    bench.add_argument("target", choices=["metrics", "perception"], help="what to time")
     bench.add_argument("--size", default="640x480", help="WIDTHxHEIGHT (default: 640x480)")
     bench.add_argument("--repeat", type=int, default=5, help="runs per measurement; the median is printed")
     return parser
@@ -167,6 +189,58 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+TASK_MODALITIES = {"ivf": ("ir", "vi"), "mif": ("mri", "ct"), "mef": ("under", "over"), "mff": ("near", "far")}
+
+
+def _cmd_caption(args: argparse.Namespace) -> int:
+    import json as _json
+
+    from tgif.captions import CAPTION_MODES, build_captioner
+    from tgif.captions.dataset import caption_dataset, caption_image, caption_record, modality_name, save_maps
+    from tgif.io import load_image
+    from tgif.perception import Perceiver, YoloDetector, build_segmenter
+
+    if args.mode not in CAPTION_MODES:
+        raise TgifError(f"unknown caption mode {args.mode!r}; choose from {', '.join(CAPTION_MODES)}")
+    if bool(args.dataset) == bool(args.sources):
+        raise TgifError("give either one or two source images, or --dataset (not both)")
+    seg_options = {"checkpoint": args.checkpoint} if args.segmenter != "classic" else {}
+    perceiver = Perceiver(YoloDetector(args.detector), build_segmenter(args.segmenter, **seg_options),
+                          cache=not args.no_cache)
+    captioner = build_captioner(args.captioner)
+    if args.dataset:
+        if not args.out:
+            raise TgifError("--dataset needs --out FILE.jsonl")
+        new, skipped = caption_dataset(args.dataset, args.out, perceiver=perceiver, captioner=captioner,
+                                       mode=args.mode, task=args.task, maps_dir=args.maps, limit=args.limit,
+                                       progress=not args.no_progress)
+        print(f"captioned {new} images, skipped {skipped} already in {args.out}")
+        return 0
+    if len(args.sources) > 2:
+        raise TgifError("give at most two source images")
+    task = args.task or "ivf"
+    folders = _split(args.modalities) if args.modalities else list(TASK_MODALITIES[task])
+    out_dir = Path(args.out_dir)
+    records = []
+    for path, folder in zip(args.sources, folders):
+        image = load_image(path)
+        source = caption_image(image.pixels, modality=modality_name(folder), task=task, perceiver=perceiver,
+                               captioner=captioner, mode=args.mode)
+        record = caption_record(source, file=str(path), task=task)
+        record["maps"] = save_maps(source, out_dir, Path(path).stem + f"_{folder}")
+        records.append(record)
+        if source.caption.fallback_reason:
+            print(f"note: {source.caption.fallback_reason}")
+        print(f"[{record['modality']}] {path}")
+        print(f"  caption ({record['captioner']}): {record['caption']}")
+        print(f"  maps: {record['maps']['detection']}, {record['maps']['segmentation']}")
+        timing = ", ".join(f"{k} {v:.2f} s" for k, v in record["seconds"].items())
+        print(f"  time: {timing}{' (perception from cache)' if record['perception_cached'] else ''}")
+    (out_dir / "captions.json").write_text(_json.dumps(records, indent=2))
+    print(f"wrote {out_dir / 'captions.json'}")
+    return 0
+
+
 def _cmd_datasets(args: argparse.Namespace) -> int:
     from tgif import settings
     from tgif.io import list_datasets, list_pairs
@@ -185,12 +259,19 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from tgif.bench import bench_metrics
+    from tgif.bench import bench_metrics, bench_perception
 
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError as exc:
         raise TgifError(f"--size must look like 640x480, got {args.size!r}") from exc
+    if args.target == "perception":
+        print(f"perception per image on {width}x{height} (median of {args.repeat} runs after one warm-up, CPU):")
+        for backend, stages in bench_perception(width, height, repeat=args.repeat).items():
+            print(f"  {backend}")
+            for stage, seconds in stages.items():
+                print(f"    {stage:<14} {seconds * 1000:9.1f} ms")
+        return 0
     timings = bench_metrics(width, height, repeat=args.repeat)
     print(f"metric timings on a {width}x{height} pair (median of {args.repeat} runs, float64 numpy/OpenCV):")
     for name, seconds in timings.items():
@@ -198,7 +279,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"fuse": _cmd_fuse, "metrics": _cmd_metrics, "eval": _cmd_eval, "datasets": _cmd_datasets, "bench": _cmd_bench}
+COMMANDS = {"fuse": _cmd_fuse, "metrics": _cmd_metrics, "eval": _cmd_eval, "caption": _cmd_caption,
+            "datasets": _cmd_datasets, "bench": _cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

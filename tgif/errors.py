@@ -35,3 +35,11 @@ class UnknownNameError(TgifError, KeyError):
 
     def __str__(self) -> str:  # KeyError would wrap the message in quotes
         return str(self.args[0]) if self.args else ""
+
+
+class TextEncoderError(TgifError, ValueError):
+    """A text encoder could not be loaded, or was given something that is not a list of captions."""
+
+
+class CheckpointError(TgifError):
+    """A model checkpoint is unknown, missing, corrupt, or could not be downloaded or verified."""

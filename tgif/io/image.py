@@ -330,6 +330,26 @@ def load_image(
     return image
 
 
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Return ``image`` as uint8 RGB (H, W, 3).
+
+    Accepts uint8 or float-in-[0, 1] arrays shaped (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) (alpha dropped).
+    Raises ValueError for anything else.
+    """
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[-1] in (1, 3, 4):
+        array = array[..., :3] if array.shape[-1] != 1 else array[..., 0]
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=-1)
+    if array.ndim != 3 or array.shape[-1] != 3 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {np.shape(image)}")
+    if array.dtype == np.uint8:
+        return array
+    if np.issubdtype(array.dtype, np.floating):
+        return np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+    raise ValueError(f"expected a uint8 or float image, got {array.dtype}")
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Quantise a float image in [0, 1] to uint8 with rounding (values outside are clipped)."""
     return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)

@@ -22,7 +22,6 @@ from tgif.errors import PairSizeError, UnknownNameError
 from tgif.io.color import chroma, colorize, luminance, merge_chroma
 from tgif.io.image import ImageInput, OnLarge, SourceImage, describe_size, load_image
 
-
 TASKS: tuple[str, ...] = ("ivf", "mif", "mef", "mff")
 
 

@@ -1,0 +1,102 @@
+"""An offline, deterministic captioner that writes a caption from templates.
+
+The caption opens with the image's quality and role ("A dim, high-contrast, sharp infrared image
+for infrared-visible image fusion."), then, as the mode allows, what the detector found, what the
+segmenter found, and a task-specific remark (MEF: clipped areas; MFF: the sharper part; MIF: the
+share of the frame the scan fills). It stays under :data:`MAX_WORDS` words by leaving out the
+least important sentences first.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tgif.captions.base import Caption, CaptionInput
+from tgif.captions.modes import ModeInputs, mode_inputs, task_name
+from tgif.captions.quality import CLIP_MENTION, ImageQuality, measure
+from tgif.captions.scene import describe_detections, describe_regions
+from tgif.captions.wording import percent
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_VERSION = "tgif-template-v1"
+MAX_WORDS = 60
+
+# Sentence priorities: lower is kept longer when the caption must be shortened.
+_OPENING, _DETECTIONS, _TASK_REMARK, _REGIONS = range(4)
+
+
+class TemplateCaptioner:
+    """Writes a caption from the image statistics, detections and regions, without any model."""
+
+    name = "template"
+    prompt_version = TEMPLATE_VERSION
+
+    def caption(self, inputs: CaptionInput, mode: str = "full") -> Caption:
+        """Draft a caption using only what ``mode`` allows; mode ``"none"`` gives an empty caption.
+
+        Raises UnknownNameError for an unknown mode or task.
+        """
+        allowed = mode_inputs(mode)
+        task = task_name(inputs.task)
+        text = _compose(inputs, task, allowed) if allowed.image else ""
+        return Caption(text=text, captioner=self.name, prompt_version=self.prompt_version, mode=mode)
+
+    def __repr__(self) -> str:
+        return "TemplateCaptioner()"
+
+
+def _compose(inputs: CaptionInput, task: str, allowed: ModeInputs) -> str:
+    quality = measure(inputs.image, ignore_black_background=inputs.task == "mif")
+    modality = inputs.modality.strip() or "source"
+    adjectives = f"{quality.brightness_word}, {quality.contrast_word}, {quality.sharpness_word}"
+    sentences = [(_OPENING, f"A {adjectives} {modality} image for {task}.")]
+    if allowed.detection and inputs.detections is not None:
+        found = describe_detections(inputs.detections)
+        sentences.append((_DETECTIONS, f"It shows {found}." if found else "No objects are detected."))
+    if allowed.segmentation and inputs.segmentation is not None:
+        sentences.append((_REGIONS, describe_regions(inputs.segmentation, name_classes=allowed.detection)))
+    remark = _task_remark(inputs.task, quality)
+    if remark:
+        sentences.append((_TASK_REMARK, remark))
+    return _fit(sentences, MAX_WORDS)
+
+
+def _task_remark(task: str, quality: ImageQuality) -> str:
+    """The task-specific sentence (empty for IVF, and for MIF without a black background)."""
+    if task == "mef":
+        clipped = [
+            (clipping, what)
+            for clipping, what in (
+                (quality.under, "near-black (under-exposed)"),
+                (quality.over, "near-white (over-exposed)"),
+            )
+            if clipping.share >= CLIP_MENTION
+        ]
+        if not clipped:
+            return "Few pixels are clipped to black or white."
+        clauses = [
+            f"{percent(clipping.share)}{' of the frame' if i == 0 else ''} is {what}"
+            + (f", mostly {clipping.where}" if clipping.where else "")
+            for i, (clipping, what) in enumerate(clipped)
+        ]
+        return "; ".join(clauses) + "."
+    if task == "mff":
+        focus = quality.focus
+        if focus is None:
+            return "Focus is similar across the frame."
+        return f"The {focus.sharper} is in sharper focus than the {focus.blurrier}."
+    if task == "mif" and quality.foreground_only:
+        return f"The scan fills {percent(quality.foreground_share)} of the frame on a black background."
+    return ""
+
+
+def _fit(sentences: list[tuple[int, str]], max_words: int) -> str:
+    """Join sentences in order, dropping the lowest-priority ones until the text has at most ``max_words`` words."""
+    kept = list(sentences)
+    while len(kept) > 1 and sum(len(text.split()) for _, text in kept) > max_words:
+        dropped = max(kept, key=lambda sentence: sentence[0])
+        logger.debug("template caption too long; leaving out: %s", dropped[1])
+        kept.remove(dropped)
+    words = " ".join(text for _, text in kept).split()
+    return " ".join(words[:max_words])

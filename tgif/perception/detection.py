@@ -1,0 +1,134 @@
+"""Object detection with Ultralytics YOLO.
+
+Weights are a path setting (:func:`default_detector_weights`): ``TGIF_YOLO_WEIGHTS`` when set,
+else the YOLO11n INT8 OpenVINO export in ``<shared>/weights`` when present (offline), else
+``yolo11n.pt``, which Ultralytics downloads on a machine with internet.
+
+Ultralytics is configured before its first import so that it never reaches the network on
+its own: settings live in a cache folder (``YOLO_CONFIG_DIR``), it may not pip-install
+missing backends (``YOLO_AUTOINSTALL=False``), it skips its DNS online probe and usage events
+(``YOLO_OFFLINE=1``; weight downloads by name still work on a machine with internet), and
+OpenVINO's usage telemetry is disabled in-process.
+Boxes are drawn by :mod:`tgif.perception.rendering` with OpenCV's built-in font, so no font
+is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tgif import settings
+from tgif.errors import TgifError
+from tgif.perception.types import Detection, Detections
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ONLINE_WEIGHTS = "yolo11n.pt"
+SHARED_WEIGHTS_NAME = "yolo11n_int8_openvino_model"
+
+
+class DetectorError(TgifError):
+    """The detector could not be loaded or run."""
+
+
+def default_detector_weights() -> str:
+    """Weights to use: ``TGIF_YOLO_WEIGHTS``, else the shared OpenVINO export, else ``yolo11n.pt``."""
+    env = os.environ.get("TGIF_YOLO_WEIGHTS")
+    if env:
+        return env
+    shared = settings.shared_dir()
+    if shared is not None and (shared / "weights" / SHARED_WEIGHTS_NAME).is_dir():
+        return str(shared / "weights" / SHARED_WEIGHTS_NAME)
+    return DEFAULT_ONLINE_WEIGHTS
+
+
+def configure_ultralytics() -> None:
+    """Set Ultralytics' environment before it is imported (values already set are kept)."""
+    cache = Path(os.environ.get("TGIF_CACHE_DIR", Path(tempfile.gettempdir()) / "tgif-cache"))
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(cache / "ultralytics"))
+    os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+    os.environ.setdefault("YOLO_VERBOSE", "False")
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    if os.environ.get("TGIF_OPENVINO_TELEMETRY", "0") != "1" and "openvino_telemetry" not in sys.modules:
+        # OpenVINO falls back to a silent stub when its telemetry package cannot be imported.
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
+
+
+def _to_detections(result: Any, image_size: tuple[int, int], model_name: str) -> Detections:
+    boxes = result.boxes
+    xyxy = boxes.xyxy.cpu().numpy() if len(boxes) else np.zeros((0, 4))
+    scores = boxes.conf.cpu().numpy() if len(boxes) else np.zeros(0)
+    classes = boxes.cls.cpu().numpy().astype(int) if len(boxes) else np.zeros(0, int)
+    items = [
+        Detection(tuple(float(v) for v in box), str(result.names[int(c)]), float(s), int(c))
+        for box, s, c in zip(xyxy, scores, classes)
+    ]
+    items.sort(key=lambda d: -d.score)
+    return Detections(items, image_size, model_name)
+
+
+class YoloDetector:
+    """Ultralytics YOLO detector.
+
+    Args:
+        weights: a ``.pt`` file, an exported model folder (OpenVINO, ONNX...), an Ultralytics
+            asset name such as ``yolo11n.pt`` (downloaded by Ultralytics when online), or a model
+            ``.yaml`` such as ``yolo11n.yaml`` (random weights; for tests).
+            Default: :func:`default_detector_weights`.
+        conf: minimum confidence of a kept box.
+        imgsz: inference size.
+        device: ``"cpu"`` or a CUDA device such as ``"0"``.
+    """
+
+    name = "yolo"
+
+    def __init__(self, weights: str | os.PathLike | None = None, conf: float = 0.25, imgsz: int = 640,
+                 device: str = "cpu") -> None:
+        self.weights = str(weights or default_detector_weights())
+        self.conf = conf
+        self.imgsz = imgsz
+        self.device = device
+        self._model: Any = None
+
+    @property
+    def model_name(self) -> str:
+        """Short name of the weights (file or folder name)."""
+        return Path(self.weights).name
+
+    def _load(self) -> Any:
+        if self._model is not None:
+            return self._model
+        # a model .yaml (random weights, for tests) is built locally from Ultralytics' configs
+        local = Path(self.weights).exists() or self.weights.endswith(".yaml")
+        if not local and not self.weights.endswith(".pt"):
+            raise DetectorError(f"detector weights {self.weights!r} not found")
+        configure_ultralytics()
+        try:
+            from ultralytics import YOLO
+        except ImportError as exc:
+            raise DetectorError("the detector needs the 'ultralytics' package (pip install ultralytics)") from exc
+        try:
+            self._model = YOLO(self.weights, task="detect")
+        except Exception as exc:  # noqa: BLE001 - loading failures of any kind become one clear error
+            hint = "" if local else " (it is downloaded on first use: no internet? pass a local weights path)"
+            raise DetectorError(f"cannot load detector weights {self.weights!r}{hint}: {exc}") from exc
+        return self._model
+
+    def detect(self, image: np.ndarray) -> Detections:
+        """Detect objects in a uint8 RGB (H, W, 3) image (grey images are passed as 3 equal channels)."""
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"expected a uint8 (H, W, 3) RGB image, got {image.dtype} {image.shape}")
+        model = self._load()
+        bgr = np.ascontiguousarray(image[..., ::-1])  # Ultralytics treats numpy input as BGR
+        try:
+            result = model.predict(bgr, conf=self.conf, imgsz=self.imgsz, device=self.device, verbose=False)[0]
+        except Exception as exc:  # noqa: BLE001
+            raise DetectorError(f"detection failed: {exc}") from exc
+        return _to_detections(result, (image.shape[1], image.shape[0]), self.model_name)

@@ -1,0 +1,93 @@
+"""Per-image perception: detection, segmentation and both rendered maps, cached on disk."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tgif.io.image import as_rgb_uint8
+from tgif.perception.cache import PerceptionCache, image_key
+from tgif.perception.detection import YoloDetector
+from tgif.perception.rendering import draw_detections, draw_segmentation
+from tgif.perception.segmentation import Segmenter, build_segmenter
+from tgif.perception.types import Detections, Segmentation
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Perception:
+    """What perception found in one image.
+
+    Attributes:
+        detections: detector output.
+        segmentation: segmenter output (object regions seeded by the detections).
+        detection_map: uint8 RGB image with boxes and labels.
+        segmentation_map: uint8 RGB image with coloured regions and boundaries.
+        seconds: time spent per stage when computed (``detection``, ``segmentation``, ``rendering``).
+        cached: True when read from the cache instead of computed.
+    """
+
+    detections: Detections
+    segmentation: Segmentation
+    detection_map: np.ndarray
+    segmentation_map: np.ndarray
+    seconds: dict[str, float] = field(default_factory=dict)
+    cached: bool = False
+
+
+class Perceiver:
+    """Detector + segmenter + renderers with a per-image cache.
+
+    Args:
+        detector: a :class:`YoloDetector` (default: default weights, CPU).
+        segmenter: a segmenter or a backend name (``classic``, ``sam``, ``mobile_sam``).
+        cache: a :class:`PerceptionCache`, a cache folder, True for the default folder, or False for none.
+    """
+
+    def __init__(self, detector: YoloDetector | None = None, segmenter: Segmenter | str = "classic",
+                 cache: PerceptionCache | str | os.PathLike | bool = True) -> None:
+        self.detector = detector or YoloDetector()
+        self.segmenter = build_segmenter(segmenter) if isinstance(segmenter, str) else segmenter
+        if cache is True:
+            self.cache: PerceptionCache | None = PerceptionCache()
+        elif cache is False or cache is None:
+            self.cache = None
+        else:
+            self.cache = cache if isinstance(cache, PerceptionCache) else PerceptionCache(cache)
+
+    @property
+    def config(self) -> str:
+        """Identifies what produced a result (part of the cache key)."""
+        return f"{self.detector.model_name}|conf={self.detector.conf}|imgsz={self.detector.imgsz}|{self.segmenter.name}"
+
+    def perceive(self, image: np.ndarray) -> Perception:
+        """Detect, segment and render one image (grey or RGB; uint8, or float in [0, 1])."""
+        rgb = as_rgb_uint8(image)
+        key = image_key(rgb, self.config)
+        if self.cache is not None:
+            hit = self.cache.load(key)
+            if hit is not None:
+                detections, segmentation, det_map, seg_map, seconds = hit
+                return Perception(detections, segmentation, det_map, seg_map, seconds, cached=True)
+        seconds: dict[str, float] = {}
+        start = time.perf_counter()
+        detections = self.detector.detect(rgb)
+        seconds["detection"] = time.perf_counter() - start
+        start = time.perf_counter()
+        segmentation = self.segmenter.segment(rgb, detections)
+        seconds["segmentation"] = time.perf_counter() - start
+        start = time.perf_counter()
+        det_map = draw_detections(rgb, detections)
+        seg_map = draw_segmentation(rgb, segmentation)
+        seconds["rendering"] = time.perf_counter() - start
+        if self.cache is not None:
+            try:
+                self.cache.save(key, detections, segmentation, det_map, seg_map, seconds)
+            except OSError as exc:
+                logger.warning("perception cache not written (%s)", exc)
+        return Perception(detections, segmentation, det_map, seg_map, seconds)
