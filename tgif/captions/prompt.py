@@ -62,7 +62,8 @@ def prompt_text(inputs: CaptionInput, mode: str) -> str:
     if names:
         lines.append("Attached, in order: " + "; ".join(names) + ".")
     if allowed.detection and inputs.detections is not None:
-        lines.append("Detector output: " + summarize_detections(inputs.detections) + ".")
+        caveat = " (a COCO detector for everyday scenes: ignore these classes in a medical scan)" if inputs.task == "mif" else ""
+        lines.append("Detector output" + caveat + ": " + summarize_detections(inputs.detections) + ".")
     if allowed.segmentation and inputs.segmentation is not None:
         lines.append("Segmenter output: " + summarize_regions(inputs.segmentation, name_classes=allowed.detection) + ".")
     return "\n".join(lines)

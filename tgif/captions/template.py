@@ -19,7 +19,7 @@ from tgif.captions.wording import percent
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE_VERSION = "tgif-template-v1"
+TEMPLATE_VERSION = "tgif-template-v2"
 MAX_WORDS = 60
 
 # Sentence priorities: lower is kept longer when the caption must be shortened.
@@ -51,11 +51,13 @@ def _compose(inputs: CaptionInput, task: str, allowed: ModeInputs) -> str:
     modality = inputs.modality.strip() or "source"
     adjectives = f"{quality.brightness_word}, {quality.contrast_word}, {quality.sharpness_word}"
     sentences = [(_OPENING, f"A {adjectives} {modality} image for {task}.")]
-    if allowed.detection and inputs.detections is not None:
+    # a COCO detector names nothing real in a medical scan ("zebra", "frisbee"): MIF captions skip its classes
+    use_detections = allowed.detection and inputs.task != "mif"
+    if use_detections and inputs.detections is not None:
         found = describe_detections(inputs.detections)
         sentences.append((_DETECTIONS, f"It shows {found}." if found else "No objects are detected."))
     if allowed.segmentation and inputs.segmentation is not None:
-        sentences.append((_REGIONS, describe_regions(inputs.segmentation, name_classes=allowed.detection)))
+        sentences.append((_REGIONS, describe_regions(inputs.segmentation, name_classes=use_detections)))
     remark = _task_remark(inputs.task, quality)
     if remark:
         sentences.append((_TASK_REMARK, remark))

@@ -37,8 +37,10 @@ def plural(noun: str) -> str:
 
 
 def counted(n: int, noun: str) -> str:
-    """ "a car", "an umbrella", "two people"."""
+    """ "a car", "an umbrella", "two people", "another object"."""
     if n == 1:
+        if noun.startswith("other "):
+            return f"another {noun[6:]}"
         return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
     return f"{number_word(n)} {plural(noun)}"
 
