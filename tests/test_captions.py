@@ -389,7 +389,7 @@ def test_template_word_limit(task, mode, rng):
     )
     text = TemplateCaptioner().caption(inputs, mode).text
     assert 5 < _words(text) <= MAX_WORDS
-    if mode_inputs(mode).detection:
+    if mode_inputs(mode).detection and task != "mif":  # MIF captions never name COCO classes
         assert "It shows" in text  # the detections outrank the regions when words run out
 
 
@@ -639,3 +639,22 @@ def test_segmentation_only_mode_does_not_leak_detected_classes() -> None:
     assert "object region" in TemplateCaptioner().caption(inputs, mode="image+segmentation").text
     assert "giraffe" not in prompt_text(inputs, "image+segmentation")
     assert "giraffe" in prompt_text(inputs, "image+detection")
+
+
+def test_mif_template_ignores_coco_classes_and_wording_of_single_leftover() -> None:
+    from tgif.captions import TemplateCaptioner
+    from tgif.captions.wording import counted
+
+    scan = np.zeros((64, 64, 3), np.uint8)
+    scan[16:48, 16:48] = 180
+    mask = np.zeros((64, 64), bool)
+    mask[16:48, 16:48] = True
+    inputs = CaptionInput(
+        scan, "MRI", "mif",
+        detections=Detections([Detection((16.0, 16.0, 48.0, 48.0), "zebra", 0.4, 22)], (64, 64)),
+        segmentation=Segmentation([Region(mask, "zebra", "object", 0.4), Region(~mask, "region", "scene")], (64, 64)),
+        detection_map=scan, segmentation_map=scan,
+    )
+    text = TemplateCaptioner().caption(inputs, "full").text
+    assert "zebra" not in text and "MRI" in text
+    assert counted(1, "other object") == "another object"

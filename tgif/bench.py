@@ -5,11 +5,14 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from tgif.metrics import METRICS, PAPER_METRICS
+
+if TYPE_CHECKING:
+    from tgif.model import TGIFNet
 
 
 def synthetic_gray_pair(width: int = 640, height: int = 480, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -112,4 +115,71 @@ def bench_perception(width: int = 640, height: int = 480, repeat: int = 3,
         stages["caption"] = _median_time(lambda: captioner.caption(inputs), repeat)
         stages["total"] = sum(stages.values())
         results[label] = stages
+    return results
+
+
+FUSE_SIZES: tuple[tuple[int, int], ...] = ((256, 256), (640, 480), (1024, 768))
+
+_FUSE_CHILD = """
+import json, resource, statistics, sys, time
+import torch
+from tgif.bench import _fuse_model
+width, height, repeat, weights, device = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+model = _fuse_model(weights or None, device)
+a = torch.rand(1, 1, height, width, device=device)
+b = torch.rand(1, 1, height, width, device=device)
+text = torch.randn(1, 150, model.config.text_dim, device=device) if model.config.use_text else None
+mask = torch.ones(1, 150, dtype=torch.bool, device=device) if text is not None else None
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+if device == "cuda":
+    torch.cuda.reset_peak_memory_stats()
+runs = []
+with torch.inference_mode():
+    model(a, b, text, mask)
+    for _ in range(repeat):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        model(a, b, text, mask)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        runs.append(time.perf_counter() - start)
+peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
+        else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+print(json.dumps({"seconds": statistics.median(runs), "peak_mib": peak}))
+"""
+
+
+def _fuse_model(weights: str | None, device: str) -> TGIFNet:
+    """The network to time: a checkpoint's, or the default configuration with random weights."""
+    from tgif.model import build_tgif, load_tgif
+
+    if weights:
+        return load_tgif(weights, device=device)[0]
+    return build_tgif().to(device).eval()
+
+
+def bench_fuse(weights: str | None = None, repeat: int = 3,
+               sizes: tuple[tuple[int, int], ...] = FUSE_SIZES) -> dict[str, dict[str, dict[str, float]]]:
+    """Median network latency and peak memory per input size, on CPU and (when present) CUDA.
+
+    Each size runs in a fresh process, so the CPU peak (growth of the resident set during the
+    forward passes, in MiB) is not hidden by an earlier, larger run. Text: 150 random tokens.
+    """
+    import json
+    import subprocess
+    import sys
+
+    import torch
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for device in devices:
+        results[device] = {}
+        for width, height in sizes:
+            proc = subprocess.run([sys.executable, "-c", _FUSE_CHILD, str(width), str(height), str(repeat),
+                                   weights or "", device], capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise RuntimeError(f"fuse benchmark at {width}x{height} on {device} failed: {proc.stderr[-500:]}")
+            results[device][f"{width}x{height}"] = json.loads(proc.stdout.strip().splitlines()[-1])
     return results

@@ -5,6 +5,7 @@
     tgif eval --dataset msrs_test --method laplacian [--out results]
     tgif caption SRC1 SRC2 --task ivf [--out-dir DIR]
     tgif caption --dataset msrs_test --out captions.jsonl
+    tgif pack --task ivf && tgif train --task ivf --steps 2000
     tgif datasets
     tgif bench metrics
 
@@ -55,8 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("src1", help="first source (IVF: infrared, MIF: MRI, MEF: under-exposed, MFF: near focus)")
     fuse.add_argument("src2", help="second source (IVF: visible, MIF: CT/PET/SPECT, MEF: over-exposed, MFF: far focus)")
     fuse.add_argument("-o", "--output", required=True, help="output image path (.png recommended)")
-    fuse.add_argument("--method", default="laplacian", choices=sorted(BASELINES), help="fusion method (default: laplacian)")
-    fuse.add_argument("--task", choices=TASKS, default=None, help="fusion task, lets methods adapt (e.g. laplacian base rule)")
+    fuse.add_argument("--method", default="laplacian", choices=sorted(BASELINES) + ["tgif"],
+                      help="fusion method (default: laplacian; tgif = the trained text-guided network)")
+    fuse.add_argument("--task", choices=TASKS, default=None,
+                      help="fusion task: picks the TGIF weights and lets baselines adapt (default for tgif: ivf)")
+    fuse.add_argument("--weights", default=None, help="TGIF checkpoint (default: weights/tgif_<task>.safetensors)")
+    fuse.add_argument("--caption1", default=None, help="caption of SRC1 (with --caption2; default: drafted from the maps)")
+    fuse.add_argument("--caption2", default=None, help="caption of SRC2")
+    fuse.add_argument("--no-text", action="store_true", help="TGIF without text guidance")
+    fuse.add_argument("--captioner", default="auto", choices=["auto", "template", "gpt"], help="who drafts captions")
     fuse.add_argument("--metrics", action="store_true", help="also print the six metrics of the saved result")
     _add_loading_options(fuse)
 
@@ -71,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate methods over datasets (per-image CSV + mean table)")
     ev.add_argument("--dataset", required=True, help="dataset name(s) in shared/data, comma list, a folder, or 'all'")
-    ev.add_argument("--method", default="laplacian", help=f"method(s), comma list or 'all' ({', '.join(BASELINES)})")
+    ev.add_argument("--method", default="laplacian",
+                    help=f"method(s), comma list or 'all' ({', '.join(BASELINES)}, tgif, and tgif[empty], tgif[swapped],"
+                         " tgif[none] for the caption-sensitivity variants)")
+    ev.add_argument("--weights", default=None, help="TGIF checkpoint (default: weights/tgif_<dataset task>.safetensors)")
     ev.add_argument("--metrics", dest="names", default=None, help="metric names or 'all' (default: the paper's six)")
     ev.add_argument("--out", default="results", help="output folder for fused PNGs and CSVs (default: results)")
     ev.add_argument("--limit", type=int, default=None, help="only the first N pairs of each dataset")
@@ -97,10 +108,42 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--no-cache", action="store_true", help="do not read or write the perception cache")
     cap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    pack = sub.add_parser("pack", help="build a training pack (images + cached caption features) for a task")
+    pack.add_argument("--task", required=True, choices=["ivf", "mef", "mff"])
+    pack.add_argument("--out", default=None, help="pack file (default: runs/packs/<task>.pt)")
+    pack.add_argument("--captions-dir", default=None, help="caption JSONL folder (default: assets/captions/train)")
+    pack.add_argument("--text-encoder", default="minilm", help="minilm, blip2 or clip")
+    pack.add_argument("--max-side", type=int, default=None, help="downscale sources to this long side (task preset)")
+    pack.add_argument("--max-tokens", type=int, default=None, help="tokens kept per caption (task preset)")
+    pack.add_argument("--text-dtype", choices=["float16", "int8"], default=None)
+    pack.add_argument("--image-codec", default=None, help="png or jpeg:<quality> (task preset)")
+
+    tr = sub.add_parser("train", help="train the TGIF network for a task")
+    tr.add_argument("--task", required=True, choices=["ivf", "mef", "mff"])
+    tr.add_argument("--config", default=None, help="YAML/JSON file of training settings (command-line flags win)")
+    tr.add_argument("--pack", default=None, help="training pack (default: runs/packs/<task>.pt)")
+    tr.add_argument("--out", default=None, help="run folder (default: runs/<task>)")
+    tr.add_argument("--steps", type=int, default=None)
+    tr.add_argument("--batch-size", type=int, default=None)
+    tr.add_argument("--crop", type=int, default=None)
+    tr.add_argument("--lr", type=float, default=None)
+    tr.add_argument("--checkpoint-every", type=int, default=None)
+    tr.add_argument("--val-every", type=int, default=None)
+    tr.add_argument("--seed", type=int, default=None)
+    tr.add_argument("--no-text", action="store_true", help="train the no-text ablation")
+    tr.add_argument("--resume", action="store_true", help="continue from <out>/last_state.pt")
+    tr.add_argument("--no-progress", action="store_true")
+
+    ex = sub.add_parser("export", help="store a run's checkpoint (fp16) as the task's weights")
+    ex.add_argument("--task", required=True, choices=["ivf", "mef", "mff"])
+    ex.add_argument("--run", default=None, help="run folder (default: runs/<task>)")
+    ex.add_argument("--out", default=None, help="default: weights/tgif_<task>.safetensors")
+
     sub.add_parser("datasets", help="list the datasets found in the shared data folder")
 
     bench = sub.add_parser("bench", help="print timings")
-    bench.add_argument("target", choices=["metrics", "perception"], help="what to time")
+    bench.add_argument("target", choices=["metrics", "perception", "fuse"], help="what to time")
+    bench.add_argument("--weights", default=None, help="fuse: a TGIF checkpoint (default: random weights, same cost)")
     bench.add_argument("--size", default="640x480", help="WIDTHxHEIGHT (default: 640x480)")
     bench.add_argument("--repeat", type=int, default=5, help="runs per measurement; the median is printed")
     return parser
@@ -126,7 +169,23 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     for source in (pair.a, pair.b):
         for note in source.notes:
             logger.info("%s: %s", source.name, note)
-    fused = get_baseline(args.method).fuse(pair)
+    if args.method == "tgif":
+        from tgif.pipeline import TGIFFuser, default_weights
+
+        if (args.caption1 is None) != (args.caption2 is None):
+            raise TgifError("give both --caption1 and --caption2, or neither (to draft them from the maps)")
+        pair.task = pair.task or "ivf"
+        fuser = TGIFFuser(args.weights or default_weights(pair.task), captioner=args.captioner)
+        captions = (args.caption1, args.caption2) if args.caption1 is not None else None
+        result = fuser.fuse(pair, captions=captions, use_text=not args.no_text)
+        fused = result.image
+        for label, caption, source in zip(("caption 1", "caption 2"), result.captions, result.caption_sources):
+            print(f"{label} ({source or 'off'}): {caption}")
+        for note in result.notes:
+            print(f"note: {note}")
+        print("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in result.seconds.items()))
+    else:
+        fused = get_baseline(args.method).fuse(pair)
     out = save_image(args.output, fused)
     kind = "RGB" if fused.ndim == 3 else "grey"
     print(f"wrote {out} ({pair.size[0]}x{pair.size[1]} {kind}, method {args.method})")
@@ -160,6 +219,21 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tgif_eval_fn(dataset: str, method: str, weights: str | None, fusers: dict):
+    """The fuse function of ``tgif`` or ``tgif[<caption variant>]`` on a dataset (fusers cached per checkpoint)."""
+    from tgif.evaluation import CAPTION_VARIANTS, tgif_fuse_fn
+    from tgif.io.datasets import dataset_task, resolve_dataset
+    from tgif.pipeline import TGIFFuser, default_weights
+
+    variant = method[len("tgif"):].strip("[]") or "true"
+    if variant not in CAPTION_VARIANTS:
+        raise TgifError(f"unknown method {method!r}; TGIF variants: tgif, " + ", ".join(f"tgif[{v}]" for v in CAPTION_VARIANTS[1:]))
+    path = str(weights or default_weights(dataset_task(resolve_dataset(dataset)) or "ivf"))
+    if path not in fusers:
+        fusers[path] = TGIFFuser(path)
+    return tgif_fuse_fn(dataset, fusers[path], variant)
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from tgif.baselines import BASELINES, get_baseline
     from tgif.evaluation import evaluate, markdown_table
@@ -171,13 +245,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise TgifError("no datasets found; set TGIF_SHARED to the folder holding data/")
     methods = list(BASELINES) if args.method.strip().lower() == "all" else _split(args.method)
     for method in methods:
-        get_baseline(method)  # fail before any work on a typo
+        if not method.startswith("tgif"):
+            get_baseline(method)  # fail before any work on a typo
     names = resolve_metric_names(args.names)
+    fusers: dict = {}
     for dataset in datasets:
-        results = [
-            evaluate(dataset, method, metrics=names, out_dir=args.out, limit=args.limit, progress=not args.no_progress)
-            for method in methods
-        ]
+        results = []
+        for method in methods:
+            fuse_fn = _tgif_eval_fn(dataset, method, args.weights, fusers) if method.startswith("tgif") else None
+            results.append(evaluate(dataset, method, fuse_fn=fuse_fn, metrics=names, out_dir=args.out,
+                                    limit=args.limit, progress=not args.no_progress))
         for result in results:
             if args.per_image and result.csv_path is not None:
                 print(f"\n# {result.dataset} / {result.method}")
@@ -241,6 +318,69 @@ def _cmd_caption(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pack(args: argparse.Namespace) -> int:
+    from tgif.train.pack import DEFAULT_CAPTIONS_DIR, build_pack
+
+    out = Path(args.out or f"runs/packs/{args.task}.pt")
+    summary = build_pack(args.task, out, captions_dir=args.captions_dir or DEFAULT_CAPTIONS_DIR,
+                         text_encoder=args.text_encoder, crop_source_max_side=args.max_side,
+                         max_tokens=args.max_tokens, text_dtype=args.text_dtype, image_codec=args.image_codec)
+    print(f"wrote {summary.path}: {summary.mebibytes:.1f} MiB, pairs {summary.pairs_by_dataset}, "
+          f"{summary.captions} captions ({summary.truncated_captions} truncated), {summary.seconds:.0f} s")
+    return 0
+
+
+def _load_settings_file(path: str) -> dict:
+    text = Path(path).read_text()
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise TgifError(f"{path}: expected a mapping of training settings")
+    return data
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from tgif.train.loop import TrainSettings, train
+
+    values: dict = _load_settings_file(args.config) if args.config else {}
+    known = {f.name for f in fields(TrainSettings)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise TgifError(f"{args.config}: unknown settings {unknown}; known: {sorted(known)}")
+    flags = {"pack": args.pack, "out_dir": args.out, "steps": args.steps, "batch_size": args.batch_size,
+             "crop": args.crop, "lr": args.lr, "checkpoint_every": args.checkpoint_every,
+             "val_every": args.val_every, "seed": args.seed}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    if args.no_text:
+        values["use_text"] = False
+    values["task"] = args.task
+    values.setdefault("pack", f"runs/packs/{args.task}.pt")
+    values.setdefault("out_dir", f"runs/{args.task}")
+    if not Path(values["pack"]).exists():
+        raise TgifError(f"training pack {values['pack']} not found; build it with: tgif pack --task {args.task}")
+    checkpoint = train(TrainSettings(**values), resume=args.resume, progress=not args.no_progress)
+    print(f"checkpoint: {checkpoint}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from tgif.model import load_tgif, save_tgif
+    from tgif.pipeline import default_weights
+
+    source = Path(args.run or f"runs/{args.task}") / "last.safetensors"
+    model, meta = load_tgif(source)
+    out = save_tgif(args.out or default_weights(args.task), model, meta.text_encoder, meta.task, meta.steps,
+                    extra=meta.extra, half=True)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.2f} MiB, {meta.steps} steps, text encoder {meta.text_encoder})")
+    return 0
+
+
 def _cmd_datasets(args: argparse.Namespace) -> int:
     from tgif import settings
     from tgif.io import list_datasets, list_pairs
@@ -259,12 +399,18 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from tgif.bench import bench_metrics, bench_perception
+    from tgif.bench import bench_fuse, bench_metrics, bench_perception
 
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError as exc:
         raise TgifError(f"--size must look like 640x480, got {args.size!r}") from exc
+    if args.target == "fuse":
+        print(f"TGIF network latency (median of {args.repeat} after a warm-up) and peak memory, 150 text tokens:")
+        for device, by_size in bench_fuse(args.weights, repeat=args.repeat).items():
+            for size, row in by_size.items():
+                print(f"  {device:<5} {size:>10}  {row['seconds'] * 1000:9.1f} ms  peak {row['peak_mib']:8.1f} MiB")
+        return 0
     if args.target == "perception":
         print(f"perception per image on {width}x{height} (median of {args.repeat} runs after one warm-up, CPU):")
         for backend, stages in bench_perception(width, height, repeat=args.repeat).items():
@@ -280,7 +426,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"fuse": _cmd_fuse, "metrics": _cmd_metrics, "eval": _cmd_eval, "caption": _cmd_caption,
-            "datasets": _cmd_datasets, "bench": _cmd_bench}
+            "pack": _cmd_pack, "train": _cmd_train, "export": _cmd_export, "datasets": _cmd_datasets,
+            "bench": _cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -43,3 +43,7 @@ class TextEncoderError(TgifError, ValueError):
 
 class CheckpointError(TgifError):
     """A model checkpoint is unknown, missing, corrupt, or could not be downloaded or verified."""
+
+
+class CheckpointMismatchError(TgifError):
+    """A model checkpoint was trained for something else than asked (another text encoder)."""

@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 from tqdm import tqdm
@@ -25,6 +25,9 @@ from tgif.io.datasets import list_pairs, resolve_dataset
 from tgif.io.image import save_image
 from tgif.io.pair import ImagePair
 from tgif.metrics import compute_metrics, gray_levels_of, read_gray_levels, resolve_metric_names
+
+if TYPE_CHECKING:
+    from tgif.pipeline import TGIFFuser
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +82,7 @@ def evaluate(
     method: str,
     *,
     fuse_fn: FuseFn | None = None,
+    label: str | None = None,
     metrics: str | Iterable[str] | None = None,
     out_dir: str | os.PathLike | None = None,
     limit: int | None = None,
@@ -90,6 +94,7 @@ def evaluate(
         dataset: dataset name under ``<shared>/data`` or a dataset folder.
         method: a baseline name (see :mod:`tgif.baselines`), or a label when ``fuse_fn`` is given.
         fuse_fn: ``pair -> fused image`` to evaluate instead of a baseline.
+        label: name used in tables and output paths (default: ``method``).
         metrics: metric names (default: EN, SD, SF, AG, VIF, Qabf).
         out_dir: where to write ``<dataset>/<method>/<id>.png`` and ``<dataset>/<method>.csv``;
             None keeps the images in a temporary folder and writes no CSV.
@@ -100,10 +105,11 @@ def evaluate(
     folder = resolve_dataset(dataset)
     fuse = fuse_fn if fuse_fn is not None else get_baseline(method).fuse
     pairs = list_pairs(folder)[: limit if limit else None]
-    result = EvalResult(folder.name, method, names)
+    label = label or method
+    result = EvalResult(folder.name, label, names)
     with tempfile.TemporaryDirectory(prefix="tgif-eval-") as tmp:
-        image_dir = Path(out_dir) / folder.name / method if out_dir is not None else Path(tmp)
-        for files in tqdm(pairs, desc=f"{folder.name} / {method}", unit="pair", disable=not progress):
+        image_dir = Path(out_dir) / folder.name / label if out_dir is not None else Path(tmp)
+        for files in tqdm(pairs, desc=f"{folder.name} / {label}", unit="pair", disable=not progress):
             pair = files.load()
             start = time.perf_counter()
             fused = fuse(pair)
@@ -114,7 +120,7 @@ def evaluate(
             )
             result.rows.append({"id": files.id, **scores, "fuse_s": seconds})
     if out_dir is not None:
-        result.write_csv(Path(out_dir) / folder.name / f"{method}.csv")
+        result.write_csv(Path(out_dir) / folder.name / f"{label}.csv")
     return result
 
 
@@ -140,3 +146,58 @@ def markdown_table(results: list[EvalResult], digits: int = 2) -> str:
             cells.append(text)
         lines.append(f"| {result.method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+CAPTION_VARIANTS: tuple[str, ...] = ("true", "empty", "swapped", "none")
+CAPTIONS_DIR = Path(__file__).resolve().parents[1] / "assets" / "captions" / "data"
+
+
+def read_dataset_captions(path: str | os.PathLike) -> dict[tuple[str, str], str]:
+    """``{(id, modality folder): caption}`` from a caption JSONL file."""
+    import json
+
+    captions = {}
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            captions[(record["id"], record["modality_folder"])] = record["caption"]
+    return captions
+
+
+def tgif_fuse_fn(dataset: str | os.PathLike, fuser: "TGIFFuser", variant: str = "true",
+                 captions_file: str | os.PathLike | None = None) -> FuseFn:
+    """A ``pair -> image`` function fusing with TGIF and the dataset's stored captions.
+
+    Args:
+        variant: ``true`` (each pair's own captions), ``empty`` (two empty captions), ``swapped``
+            (the captions of the next pair in id order, i.e. of another scene) or ``none`` (the
+            network's no-text path).
+        captions_file: caption JSONL (default ``assets/captions/data/<dataset>.jsonl``); when it
+            is missing, captions are drafted from the maps.
+    """
+    if variant not in CAPTION_VARIANTS:
+        raise ValueError(f"caption variant must be one of {CAPTION_VARIANTS}, got {variant!r}")
+    from tgif.io.datasets import dataset_modalities
+
+    folder = resolve_dataset(dataset)
+    path = Path(captions_file) if captions_file else CAPTIONS_DIR / f"{folder.name}.jsonl"
+    stored = read_dataset_captions(path) if path.exists() else None
+    mod_a, mod_b = dataset_modalities(folder)
+    files_by_id = {files.id: files for files in list_pairs(folder)}
+    ids = list(files_by_id)
+
+    def fuse(pair: ImagePair) -> np.ndarray:
+        if variant == "none":
+            return fuser.fuse(pair, use_text=False).image
+        if variant == "empty":
+            return fuser.fuse(pair, captions=("", "")).image
+        source_id = ids[(ids.index(pair.id) + 1) % len(ids)] if variant == "swapped" else pair.id
+        if stored is not None:
+            captions = (stored[(source_id, mod_a)], stored[(source_id, mod_b)])
+        else:  # no caption file: draft them (for "swapped", from the other pair's images)
+            source = pair if source_id == pair.id else files_by_id[source_id].load()
+            drafted = fuser.draft_captions(source)
+            captions = (drafted[0].text, drafted[1].text)
+        return fuser.fuse(pair, captions=captions).image
+
+    return fuse

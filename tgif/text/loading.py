@@ -86,6 +86,11 @@ def load_pretrained(loader: Callable[..., T], source: ModelSource, what: str) ->
         source: where to load from.
         what: what is loaded, for the message (``"BLIP-2 tokenizer"``).
     """
+    from transformers.utils import logging as hf_logging
+
+    quiet = source.local and hf_logging.is_progress_bar_enabled()
+    if quiet:  # a local load takes a second: no per-weight progress bar (downloads keep theirs)
+        hf_logging.disable_progress_bar()
     try:
         return loader(source.location, local_files_only=source.local or hub_offline())
     except (OSError, ValueError) as exc:
@@ -97,3 +102,6 @@ def load_pretrained(loader: Callable[..., T], source: ModelSource, what: str) ->
             f"Download it where there is internet (e.g. `hf download {source.location} --local-dir <folder>`) "
             "and pass the local folder path instead; set HF_HUB_OFFLINE=1 to skip network attempts."
         ) from exc
+    finally:
+        if quiet:
+            hf_logging.enable_progress_bar()

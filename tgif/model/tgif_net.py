@@ -1,0 +1,291 @@
+"""TGIF's fusion network: two Restormer encoders, text guidance, cross-source attention, a decoder.
+
+Data flow for a pair of luminance images y_a, y_b (B, 1, H, W) in [0, 1] and text tokens
+(B, L, text_dim) of both captions concatenated, with s = ``downscale`` = 2**n, widths
+c_k = dim / 2**(n - k) at level k (full resolution is level 0, c_n = dim):
+
+1. Reflect-pad H, W up to multiples of s: (B, 1, Hp, Wp).
+2. Per source (:class:`SourceEncoder`, separate weights for a and b): 3x3 conv to c_0, then at each
+   level k < n a residual conv block (its output is the skip s_k, (B, c_k, Hp/2**k, Wp/2**k)) and
+   Restormer's Downsample (3x3 conv + PixelUnshuffle(2)); then ``encoder_blocks`` Restormer
+   blocks on (B, dim, h, w), h = Hp/s, w = Wp/s.
+3. Text (:mod:`tgif.model.text_attention`): an adapter maps the tokens to (B, L, dim); per source,
+   ``text_blocks`` text-guided blocks (text queries the image, then every pixel queries the
+   text) give (B, dim, h, w). Skipped (identity) without text.
+4. :class:`~tgif.model.source_attention.CrossSourceBlock`: channel cross-attention a <-> b plus
+   GDFN; the two maps are concatenated (B, 2 dim, h, w) and merged by a 1x1 conv to (B, dim, h, w).
+5. :class:`FusionDecoder`: ``decoder_blocks`` Restormer blocks, then for k = n-1 .. 0 Restormer's
+   Upsample (3x3 conv + PixelShuffle(2)) to (B, c_k, ...), concatenation with both sources' skips
+   s_k (B, 3 c_k, ...), a 1x1 conv to c_k and a residual conv block; a 3x3 conv gives the
+   residual r (B, 1, Hp, Wp).
+6. fused = mean(y_a, y_b) + r, cropped to (B, 1, H, W); clamped to [0, 1] in eval mode only.
+
+The Restormer blocks work at 1/s resolution and the full- and half-resolution levels use cheap
+convolutions only: at full resolution a Restormer stack costs tens of seconds per 640x480 image on
+a 2-core CPU (``shared/notes/toolchain.md`` section 7). Feature maps are kept in channels_last
+memory format, which makes the convolutions 2-3x faster on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tgif.model.restormer import Downsample, TransformerBlock, Upsample
+from tgif.model.source_attention import CrossSourceBlock
+from tgif.model.text_attention import TextAdapter, TextGuidance
+
+
+@dataclass(frozen=True)
+class TGIFConfig:
+    """Hyper-parameters of :class:`TGIFNet`; JSON-serialisable through :meth:`to_dict`.
+
+    Attributes:
+        dim: feature channels at the Restormer resolution (64 in the paper; 32 for CPU speed).
+        heads: attention heads of the channel attentions (MDTA, cross-source); divides ``dim``.
+        text_heads: attention heads of the text cross-attentions; divides ``dim``. Kept low because
+            PyTorch's CPU attention kernel is slow for tiny heads: over 150 tokens at 640x480,
+            8 heads of width 4 take ~10x longer than 2 heads of width 16.
+        encoder_blocks: Restormer blocks per source encoder (M).
+        decoder_blocks: Restormer blocks in the decoder (N).
+        text_blocks: repeats of the text-guided cross-attention block per source.
+        text_dim: width of the text-encoder tokens (384 for MiniLM, 768 for BLIP-2's Q-Former).
+        ffn_expansion: GDFN hidden-width factor.
+        downscale: resolution factor of the Restormer features, a power of two; ``dim`` must be a
+            multiple of ``2 * downscale`` (the full-resolution width is ``dim / downscale``).
+        text_pool: extra average-pooling factor of the image keys/values the text attends over.
+        use_text: False builds the no-text ablation network (no text modules; text is ignored).
+    """
+
+    dim: int = 32
+    heads: int = 8
+    text_heads: int = 2
+    encoder_blocks: int = 2
+    decoder_blocks: int = 3
+    text_blocks: int = 2
+    text_dim: int = 384
+    ffn_expansion: float = 2.66
+    downscale: int = 4
+    text_pool: int = 2
+    use_text: bool = True
+
+    def __post_init__(self) -> None:
+        """Check the values; raises ValueError naming the first bad one."""
+        for field in dataclasses.fields(self):
+            value, kind = getattr(self, field.name), type(field.default)
+            allowed = (int, float) if kind is float else kind
+            if not isinstance(value, allowed) or (isinstance(value, bool) and kind is not bool):
+                raise ValueError(f"TGIFConfig.{field.name} must be a {kind.__name__}, got {value!r}")
+        for name in ("dim", "heads", "text_heads", "text_dim", "downscale", "text_pool"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TGIFConfig.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("encoder_blocks", "decoder_blocks", "text_blocks"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TGIFConfig.{name} must not be negative, got {getattr(self, name)}")
+        if int(self.dim * self.ffn_expansion) < 1:
+            raise ValueError(f"TGIFConfig.ffn_expansion ({self.ffn_expansion}) gives GDFN no hidden channels")
+        for name in ("heads", "text_heads"):
+            if self.dim % getattr(self, name):
+                raise ValueError(f"TGIFConfig.dim ({self.dim}) must be a multiple of {name} ({getattr(self, name)})")
+        if self.downscale & (self.downscale - 1):
+            raise ValueError(f"TGIFConfig.downscale must be a power of two, got {self.downscale}")
+        if self.dim % (2 * self.downscale):
+            raise ValueError(f"TGIFConfig.dim ({self.dim}) must be a multiple of 2 * downscale ({2 * self.downscale})")
+
+    @property
+    def levels(self) -> int:
+        """Number of 2x down-sampling steps, log2(``downscale``)."""
+        return self.downscale.bit_length() - 1
+
+    def to_dict(self) -> dict[str, int | float | bool]:
+        """Return the fields as a plain dict (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TGIFConfig:
+        """Build a config from :meth:`to_dict` output; missing keys take their defaults.
+
+        Raises:
+            ValueError: an unknown key or a bad value.
+        """
+        unknown = sorted(set(data) - {field.name for field in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown TGIFConfig keys: {', '.join(unknown)}")
+        return cls(**data)
+
+
+class ConvBlock(nn.Module):
+    """Residual convolution block for the full- and half-resolution levels.
+
+    Shapes: (B, C, H, W) -> (B, C, H, W): ``x + conv3x3(gelu(conv3x3(x)))``.
+    """
+
+    def __init__(self, channels: int) -> None:
+        """Block on ``channels`` channels."""
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, kernel_size=3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(channels, channels, kernel_size=3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Transform (B, C, H, W) -> (B, C, H, W)."""
+        return x + self.body(x)
+
+
+def _level_widths(config: TGIFConfig) -> list[int]:
+    """Channel widths c_0 .. c_n of the levels, full resolution first (c_n = ``config.dim``)."""
+    return [config.dim >> (config.levels - k) for k in range(config.levels + 1)]
+
+
+class SourceEncoder(nn.Module):
+    """Encoder of one source image.
+
+    Shapes: (B, 1, Hp, Wp), Hp and Wp multiples of ``downscale`` -> (skips, features) with
+    skips[k] (B, c_k, Hp/2**k, Wp/2**k) for k < n and features (B, dim, Hp/s, Wp/s).
+    """
+
+    def __init__(self, config: TGIFConfig) -> None:
+        """Encoder for ``config``."""
+        super().__init__()
+        widths = _level_widths(config)
+        self.stem = nn.Conv2d(1, widths[0], kernel_size=3, padding=1)
+        self.levels = nn.ModuleList(ConvBlock(width) for width in widths[:-1])
+        self.downs = nn.ModuleList(Downsample(width) for width in widths[:-1])
+        self.blocks = nn.Sequential(
+            *(TransformerBlock(config.dim, config.heads, config.ffn_expansion) for _ in range(config.encoder_blocks))
+        )
+
+    def forward(self, y: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Encode (B, 1, Hp, Wp) -> (skips, (B, dim, Hp/s, Wp/s)), all in channels_last format."""
+        x = self.stem(y).contiguous(memory_format=torch.channels_last)
+        skips = []
+        for level, down in zip(self.levels, self.downs):
+            x = level(x)
+            skips.append(x)
+            x = down(x)
+        return skips, self.blocks(x)
+
+
+class FusionDecoder(nn.Module):
+    """Decoder from the merged features to the fused-luminance residual.
+
+    Shapes: x (B, dim, Hp/s, Wp/s) and both sources' skips (as from :class:`SourceEncoder`)
+    -> r (B, 1, Hp, Wp).
+    """
+
+    def __init__(self, config: TGIFConfig) -> None:
+        """Decoder for ``config``."""
+        super().__init__()
+        widths = _level_widths(config)
+        self.blocks = nn.Sequential(
+            *(TransformerBlock(config.dim, config.heads, config.ffn_expansion) for _ in range(config.decoder_blocks))
+        )
+        self.ups = nn.ModuleList(Upsample(width) for width in widths[1:])
+        self.fuse_skips = nn.ModuleList(nn.Conv2d(3 * width, width, kernel_size=1) for width in widths[:-1])
+        self.levels = nn.ModuleList(ConvBlock(width) for width in widths[:-1])
+        self.output = nn.Conv2d(widths[0], 1, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor, skips_a: list[torch.Tensor], skips_b: list[torch.Tensor]) -> torch.Tensor:
+        """Decode (B, dim, Hp/s, Wp/s) -> (B, 1, Hp, Wp)."""
+        x = self.blocks(x)
+        for k in reversed(range(len(self.ups))):
+            x = self.ups[k](x)
+            x = self.fuse_skips[k](torch.cat([x, skips_a[k], skips_b[k]], dim=1))
+            x = self.levels[k](x)
+        return self.output(x)
+
+
+class TGIFNet(nn.Module):
+    """Text-guided fusion of two luminance images (see the module docstring for the data flow).
+
+    Inputs of :meth:`forward`: y_a, y_b (B, 1, H, W) in [0, 1], any H, W; text (B, L, text_dim)
+    float tokens of both captions concatenated, text_mask (B, L) bool (True = real token).
+    Output: fused luminance (B, 1, H, W) = mean(y_a, y_b) + residual; clamped to [0, 1] only in
+    eval mode, so training gradients are never cut.
+    """
+
+    def __init__(self, config: TGIFConfig | None = None) -> None:
+        """Network for ``config`` (defaults when None)."""
+        super().__init__()
+        self.config = config if config is not None else TGIFConfig()
+        cfg = self.config
+        self.encoder_a = SourceEncoder(cfg)
+        self.encoder_b = SourceEncoder(cfg)
+        if cfg.use_text:
+            self.text_adapter = TextAdapter(cfg.text_dim, cfg.dim)
+            self.text_a = TextGuidance(cfg.dim, cfg.text_heads, cfg.ffn_expansion, cfg.text_pool, cfg.text_blocks)
+            self.text_b = TextGuidance(cfg.dim, cfg.text_heads, cfg.ffn_expansion, cfg.text_pool, cfg.text_blocks)
+        self.cross_source = CrossSourceBlock(cfg.dim, cfg.heads, cfg.ffn_expansion)
+        self.merge = nn.Conv2d(2 * cfg.dim, cfg.dim, kernel_size=1)
+        self.decoder = FusionDecoder(cfg)
+
+    def forward(
+        self,
+        y_a: torch.Tensor,
+        y_b: torch.Tensor,
+        text: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Fuse y_a, y_b (B, 1, H, W) under text (B, L, text_dim) -> (B, 1, H, W).
+
+        Args:
+            y_a, y_b: the two sources' luminance in [0, 1].
+            text: token features of both captions concatenated along L; None (or a network built
+                with ``use_text=False``, which ignores it) skips the text blocks.
+            text_mask: True on real tokens, False on padding; None means all tokens are real.
+
+        Raises:
+            ValueError: shapes that do not fit together or the config.
+        """
+        self._check_inputs(y_a, y_b, text, text_mask)
+        height, width = y_a.shape[-2:]
+        pad_h, pad_w = -height % self.config.downscale, -width % self.config.downscale
+        pair = torch.cat([y_a, y_b], dim=1)
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            pair = F.pad(pair, (0, pad_w, 0, pad_h), mode=mode)
+        skips_a, feat_a = self.encoder_a(pair[:, :1])
+        skips_b, feat_b = self.encoder_b(pair[:, 1:])
+
+        if self.config.use_text and text is not None and text.shape[1] > 0:
+            if text_mask is None:
+                text_mask = torch.ones(text.shape[:2], dtype=torch.bool, device=text.device)
+            tokens = self.text_adapter(text.to(feat_a.dtype))
+            feat_a = self.text_a(feat_a, tokens, text_mask)
+            feat_b = self.text_b(feat_b, tokens, text_mask)
+
+        feat_a, feat_b = self.cross_source(feat_a, feat_b)
+        merged = self.merge(torch.cat([feat_a, feat_b], dim=1))
+        residual = self.decoder(merged, skips_a, skips_b)[..., :height, :width]
+        fused = 0.5 * (y_a + y_b) + residual
+        return fused if self.training else fused.clamp(0.0, 1.0)
+
+    def _check_inputs(
+        self,
+        y_a: torch.Tensor,
+        y_b: torch.Tensor,
+        text: torch.Tensor | None,
+        text_mask: torch.Tensor | None,
+    ) -> None:
+        """Raise ValueError unless the inputs have the shapes :meth:`forward` documents."""
+        if y_a.ndim != 4 or y_a.shape[1] != 1 or y_a.shape != y_b.shape:
+            raise ValueError(
+                f"y_a and y_b must both be (B, 1, H, W) of one shape, got {tuple(y_a.shape)} and {tuple(y_b.shape)}"
+            )
+        if text is None or not self.config.use_text:
+            return
+        batch, text_dim = y_a.shape[0], self.config.text_dim
+        if text.ndim != 3 or text.shape[0] != batch or text.shape[2] != text_dim:
+            raise ValueError(f"text must be (B, L, {text_dim}) with B={batch}, got {tuple(text.shape)}")
+        if text_mask is not None and (text_mask.dtype != torch.bool or text_mask.shape != text.shape[:2]):
+            raise ValueError(
+                f"text_mask must be bool {tuple(text.shape[:2])}, got {text_mask.dtype} {tuple(text_mask.shape)}"
+            )

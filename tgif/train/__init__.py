@@ -1,0 +1,37 @@
+"""Training data and losses: task losses, synthetic multi-focus pairs, training packs and the pack dataset."""
+
+from tgif.train.data import PackDataset, collate_fusion, make_sampler, random_crop_flip
+from tgif.train.losses import TASK_LOSSES, FusionLoss, sobel_magnitude, ssim_loss
+from tgif.train.pack import (
+    PACK_FORMAT,
+    PACK_PRESETS,
+    TASK_DATASETS,
+    PackSettings,
+    PackSummary,
+    build_pack,
+    list_task_pairs,
+    load_pack,
+)
+from tgif.train.synthetic import MultiFocusPair, make_multifocus_pair, pair_seed
+
+__all__ = [
+    "PACK_FORMAT",
+    "PACK_PRESETS",
+    "TASK_DATASETS",
+    "TASK_LOSSES",
+    "FusionLoss",
+    "MultiFocusPair",
+    "PackDataset",
+    "PackSettings",
+    "PackSummary",
+    "build_pack",
+    "collate_fusion",
+    "list_task_pairs",
+    "load_pack",
+    "make_multifocus_pair",
+    "make_sampler",
+    "pair_seed",
+    "random_crop_flip",
+    "sobel_magnitude",
+    "ssim_loss",
+]

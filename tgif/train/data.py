@@ -1,0 +1,165 @@
+"""PyTorch dataset over a training pack (:mod:`tgif.train.pack`), its collate function and weighted sampler.
+
+Train items are random ``crop`` x ``crop`` windows, the same window for both sources (and the ground
+truth), reflect-padded when a side is shorter than ``crop``, with random horizontal and vertical flips.
+Validation items are whole images, unflipped; use ``batch_size=1`` for them since sizes differ.
+
+Randomness: each process draws from its own ``numpy`` generator, seeded by ``seed`` in the main process
+and by ``(seed, worker seed)`` inside a DataLoader worker, so workers never repeat each other's crops and
+a run is reproducible once ``torch.manual_seed`` is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, WeightedRandomSampler, get_worker_info
+
+from tgif.train.pack import decode_plane, dequantize_tokens, load_pack
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val")
+
+
+def _pad_to(planes: list[np.ndarray], crop: int) -> list[np.ndarray]:
+    """Reflect-pad (H, W) planes, centred, so that both sides are at least ``crop``."""
+    height, width = planes[0].shape
+    pad_h, pad_w = max(0, crop - height), max(0, crop - width)
+    if not pad_h and not pad_w:
+        return planes
+    widths = ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2))
+    return [np.pad(p, widths, mode="reflect") for p in planes]
+
+
+def random_crop_flip(planes: list[np.ndarray], crop: int, flips: bool, rng: np.random.Generator) -> list[np.ndarray]:
+    """Apply one random crop (and, with ``flips``, one random h/v flip) to all ``planes`` alike."""
+    planes = _pad_to(planes, crop)
+    height, width = planes[0].shape
+    top, left = int(rng.integers(0, height - crop + 1)), int(rng.integers(0, width - crop + 1))
+    planes = [p[top:top + crop, left:left + crop] for p in planes]
+    if flips:
+        if rng.random() < 0.5:
+            planes = [p[:, ::-1] for p in planes]
+        if rng.random() < 0.5:
+            planes = [p[::-1, :] for p in planes]
+    return planes
+
+
+def _to_tensor(plane: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(plane)).float().div_(255.0)[None]
+
+
+class PackDataset(Dataset):
+    """The train or validation pairs of a pack.
+
+    Args:
+        pack: a pack dict or the path of a pack file.
+        split: ``"train"`` (random crops) or ``"val"`` (whole images).
+        crop: side of the square train crops.
+        flips: random horizontal/vertical flips of train crops.
+        seed: seed of the crop/flip generator.
+
+    Attributes:
+        task, text_encoder, text_dim: copied from the pack.
+        weights: float32 (N,) sampling weights of this split's pairs.
+
+    Each item is a dict: ``y_a``, ``y_b``, ``target`` float32 (1, H, W) in [0, 1] (``target`` is zeros
+    when the pair has no ground truth), ``has_target`` bool, ``text`` float32 (L, D) = the tokens of
+    caption a then caption b, ``text_mask`` bool (L,) (all True; padding comes from :func:`collate_fusion`),
+    ``id`` (``dataset/id``).
+    """
+
+    def __init__(self, pack: dict[str, Any] | str | os.PathLike, split: str = "train", crop: int = 128,
+                 flips: bool = True, seed: int = 0) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        start = time.perf_counter()
+        pack = pack if isinstance(pack, dict) else load_pack(pack)
+        pairs = pack["pairs"]
+        held_out = set(pack["val"].tolist())
+        self.indices = [i for i in range(len(pairs["id"])) if (i in held_out) == (split == "val")]
+        self.split, self.crop, self.flips, self.seed = split, crop, flips, seed
+        self.task: str = pack["task"]
+        self.text_encoder: str = pack["text_encoder"]
+        self.text_dim: int = pack["text_dim"]
+        self.ids = [f"{pairs['dataset'][i]}/{pairs['id'][i]}" for i in self.indices]
+        self.weights = pairs["weight"][self.indices].clone()
+        self._pairs = {k: pairs[k][self.indices] for k in ("plane_a", "plane_b", "plane_target",
+                                                          "caption_a", "caption_b")}
+        self._planes = self._decode(pack["planes"], pairs["size"][self.indices])
+        self._spans = pack["caption_spans"]
+        self._tokens, self._scales = pack["tokens"], pack["token_scales"]
+        self._rng: np.random.Generator | None = None
+        self._rng_key: int | None = None
+        logger.info("%s %s split: %d pairs decoded in %.1f s", self.task, split, len(self), time.perf_counter() - start)
+
+    def _decode(self, planes: Sequence[torch.Tensor], sizes: torch.Tensor) -> dict[int, np.ndarray]:
+        """Decode every plane this split uses once, at its pair's size."""
+        decoded: dict[int, np.ndarray] = {}
+        for row, size in enumerate(sizes.tolist()):
+            for key in ("plane_a", "plane_b", "plane_target"):
+                index = int(self._pairs[key][row])
+                if index >= 0 and index not in decoded:
+                    decoded[index] = decode_plane(planes[index], tuple(size))
+        return decoded
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _generator(self) -> np.random.Generator:
+        info = get_worker_info()
+        key = None if info is None else info.seed
+        if self._rng is None or key != self._rng_key:
+            self._rng = np.random.default_rng(self.seed if key is None else [self.seed, key])
+            self._rng_key = key
+        return self._rng
+
+    def _text(self, caption: int) -> torch.Tensor:
+        start, length = self._spans[caption].tolist()
+        scales = None if self._scales is None else self._scales[start:start + length]
+        return dequantize_tokens(self._tokens[start:start + length], scales)
+
+    def __getitem__(self, item: int) -> dict[str, Any]:
+        target_index = int(self._pairs["plane_target"][item])
+        planes = [self._planes[int(self._pairs["plane_a"][item])], self._planes[int(self._pairs["plane_b"][item])]]
+        planes.append(self._planes[target_index] if target_index >= 0 else np.zeros_like(planes[0]))
+        if self.split == "train":
+            planes = random_crop_flip(planes, self.crop, self.flips, self._generator())
+        y_a, y_b, target = (_to_tensor(p) for p in planes)
+        text = torch.cat([self._text(int(self._pairs["caption_a"][item])),
+                          self._text(int(self._pairs["caption_b"][item]))])
+        return {"y_a": y_a, "y_b": y_b, "target": target, "has_target": target_index >= 0, "text": text,
+                "text_mask": torch.ones(text.shape[0], dtype=torch.bool), "id": self.ids[item]}
+
+
+def collate_fusion(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack items into a batch; text is zero-padded to the longest item with ``text_mask`` False there."""
+    shapes = {tuple(item["y_a"].shape) for item in batch}
+    if len(shapes) > 1:
+        raise ValueError(f"items of different sizes {sorted(shapes)} cannot be stacked; use batch_size=1 for val")
+    length = max(item["text"].shape[0] for item in batch)
+    text = torch.zeros(len(batch), length, batch[0]["text"].shape[1])
+    mask = torch.zeros(len(batch), length, dtype=torch.bool)
+    for row, item in enumerate(batch):
+        text[row, : item["text"].shape[0]] = item["text"]
+        mask[row, : item["text"].shape[0]] = item["text_mask"]
+    return {
+        **{key: torch.stack([item[key] for item in batch]) for key in ("y_a", "y_b", "target")},
+        "has_target": torch.tensor([item["has_target"] for item in batch], dtype=torch.bool),
+        "text": text,
+        "text_mask": mask,
+        "id": [item["id"] for item in batch],
+    }
+
+
+def make_sampler(dataset: PackDataset, num_samples: int, seed: int = 0) -> WeightedRandomSampler:
+    """A sampler drawing ``num_samples`` items with replacement, in proportion to the pack weights."""
+    return WeightedRandomSampler(dataset.weights.double(), num_samples, replacement=True,
+                                 generator=torch.Generator().manual_seed(seed))

@@ -1,0 +1,272 @@
+"""The training loop behind ``tgif train``.
+
+Paper schedule: Adam, learning rate 1e-4 halved every 50 epochs (an epoch = one pass over the
+training pairs at the batch size), batch size 2, random crops. A run is bounded by a step budget.
+It checkpoints every ``checkpoint_every`` steps (model as safetensors with its config and text
+encoder name, optimizer/scheduler/RNG state for ``--resume``), logs the loss terms to
+``log.csv``, scores the held-out pairs with the fusion metrics into ``val.csv``, and draws both
+into ``curves.png``.
+
+Multi-GPU: launched with ``torchrun --nproc_per_node=K -m tgif train ...`` the same code runs
+data-parallel (one process per GPU, gradients averaged by DDP, each rank sampling with its own
+seed, rank 0 writing files); with a single process nothing changes. AMP (bfloat16 autocast) is
+used on CUDA only.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from tgif.metrics import PAPER_METRICS, compute_metrics
+from tgif.model import TGIFConfig, TGIFNet, build_tgif, save_tgif
+from tgif.train.data import PackDataset, collate_fusion, make_sampler
+from tgif.train.losses import FusionLoss
+from tgif.train.pack import load_pack
+
+logger = logging.getLogger(__name__)
+
+LOSS_TERMS = ("total", "int", "grad", "ssim")
+
+
+@dataclass
+class TrainSettings:
+    """What a training run does (saved as ``settings.json`` in the run folder).
+
+    Attributes:
+        task: ``ivf``, ``mef`` or ``mff``.
+        pack: path of the training pack (see :mod:`tgif.train.pack`).
+        out_dir: run folder for checkpoints, logs and plots.
+        steps: total optimizer steps (the budget).
+        batch_size: pairs per step (per process under torchrun).
+        crop: side of the square training crops.
+        lr: initial Adam learning rate.
+        halve_every_epochs: the learning rate is halved every this many epochs.
+        checkpoint_every: steps between checkpoints.
+        val_every: steps between validation passes over the held-out pairs.
+        seed: seed of model init, sampling and crops.
+        use_text: False trains the no-text ablation.
+        model: overrides of :class:`tgif.model.TGIFConfig` fields.
+        num_workers: DataLoader workers.
+    """
+
+    task: str
+    pack: str
+    out_dir: str
+    steps: int = 2000
+    batch_size: int = 2
+    crop: int = 128
+    lr: float = 1e-4
+    halve_every_epochs: int = 50
+    checkpoint_every: int = 500
+    val_every: int = 500
+    seed: int = 0
+    use_text: bool = True
+    model: dict[str, Any] = field(default_factory=dict)
+    num_workers: int = 0
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    return torch.distributed.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _device(local_rank: int) -> torch.device:
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+@torch.inference_mode()
+def validate(model: TGIFNet, dataset: PackDataset, device: torch.device, use_text: bool) -> dict[str, float]:
+    """Mean fusion metrics (EN, SD, SF, AG, VIF, Qabf on 8-bit luminance) over the held-out pairs."""
+    was_training = model.training
+    model.eval()
+    rows = []
+    for index in range(len(dataset)):
+        item = collate_fusion([dataset[index]])
+        text = item["text"].to(device) if use_text else None
+        mask = item["text_mask"].to(device) if use_text else None
+        fused = model(item["y_a"].to(device), item["y_b"].to(device), text, mask)
+        planes = [np.round(t[0, 0].float().cpu().numpy() * 255.0) for t in (fused, item["y_a"], item["y_b"])]
+        rows.append(compute_metrics(*planes))
+    model.train(was_training)
+    return {name: float(np.nanmean([row[name] for row in rows])) for name in PAPER_METRICS} if rows else {}
+
+
+def _append_csv(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _truncate_csv(path: Path, last_step: int) -> None:
+    """Drop rows after ``last_step`` (written by an interrupted run after its last checkpoint)."""
+    if not path.exists():
+        return
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    kept = [row for row in rows if int(row["step"]) <= last_step]
+    if len(kept) == len(rows):
+        return
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
+
+
+def plot_curves(run_dir: str | os.PathLike) -> Path | None:
+    """Draw ``log.csv`` (losses) and ``val.csv`` (metrics) of a run into ``curves.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = Path(run_dir)
+    if not (run / "log.csv").exists():
+        return None
+    with (run / "log.csv").open() as handle:
+        log = list(csv.DictReader(handle))
+    val: list[dict[str, str]] = []
+    if (run / "val.csv").exists():
+        with (run / "val.csv").open() as handle:
+            val = list(csv.DictReader(handle))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    steps = [int(r["step"]) for r in log]
+    for term in LOSS_TERMS:
+        values = [float(r[term]) for r in log]
+        if any(values):
+            axes[0].plot(steps, values, label=term)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("step")
+    axes[0].set_title("training loss")
+    axes[0].legend()
+    if val:
+        vsteps = [int(r["step"]) for r in val]
+        for name in PAPER_METRICS:
+            first = float(val[0][name]) or 1.0
+            axes[1].plot(vsteps, [float(r[name]) / first for r in val], marker="o", label=name)
+        axes[1].set_title("validation metrics (relative to first)")
+        axes[1].set_xlabel("step")
+        axes[1].legend()
+    fig.tight_layout()
+    out = run / "curves.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def train(settings: TrainSettings, resume: bool = False, progress: bool = True) -> Path:
+    """Run (or resume) a training run; returns the path of the last checkpoint."""
+    rank, world, local_rank = _distributed()
+    device = _device(local_rank)
+    _seed_everything(settings.seed)
+    out = Path(settings.out_dir)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "settings.json").write_text(json.dumps(asdict(settings), indent=2))
+
+    pack = load_pack(settings.pack)
+    # no flips: captions say "on the left", "at the top"; a flipped crop would contradict its caption
+    train_set = PackDataset(pack, "train", crop=settings.crop, flips=False, seed=settings.seed + 1000 * rank)
+    val_set = PackDataset(pack, "val")
+    config = TGIFConfig.from_dict({**settings.model, "text_dim": train_set.text_dim, "use_text": settings.use_text})
+    model = build_tgif(config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    steps_per_epoch = max(1, math.ceil(len(train_set) / (settings.batch_size * world)))
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, settings.halve_every_epochs * steps_per_epoch, gamma=0.5)
+    loss_fn = FusionLoss(settings.task)
+
+    step = 0
+    state_path = out / "last_state.pt"
+    if resume and state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = int(state["step"])
+        torch.set_rng_state(state["torch_rng"])
+        if rank == 0:
+            for name in ("log.csv", "val.csv"):
+                _truncate_csv(out / name, step)
+        logger.info("resumed %s at step %d", out, step)
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+    core: TGIFNet = model.module if world > 1 else model  # type: ignore[assignment]
+
+    remaining = max(0, settings.steps - step)
+    sampler = make_sampler(train_set, remaining * settings.batch_size, seed=settings.seed + 7919 * rank + step)
+    loader = DataLoader(train_set, batch_size=settings.batch_size, sampler=sampler, collate_fn=collate_fusion,
+                        num_workers=settings.num_workers, drop_last=True)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+    def save(step_done: int) -> Path:
+        extra = {"settings": asdict(settings), "train_pairs": len(train_set), "device": str(device),
+                 "max_tokens": int(pack["max_tokens"]), "pack_text_dtype": str(pack["text_dtype"])}
+        path = save_tgif(out / "last.safetensors", core, train_set.text_encoder, settings.task, step_done, extra)
+        torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "step": step_done, "torch_rng": torch.get_rng_state()},
+                   state_path)
+        return path
+
+    model.train()
+    bar = tqdm(total=settings.steps, initial=step, desc=f"train {settings.task}", unit="step",
+               disable=not progress or rank != 0)
+    last_path = out / "last.safetensors"
+    start = time.perf_counter()
+    for batch in loader:
+        text = batch["text"].to(device) if settings.use_text else None
+        mask = batch["text_mask"].to(device) if settings.use_text else None
+        y_a, y_b = batch["y_a"].to(device), batch["y_b"].to(device)
+        with amp:
+            fused = model(y_a, y_b, text, mask)
+        losses = loss_fn(fused.float(), y_a, y_b)
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        bar.update(1)
+        if rank == 0:
+            row = {"step": step, **{k: f"{losses[k].item():.6f}" for k in LOSS_TERMS},
+                   "lr": f"{scheduler.get_last_lr()[0]:.3g}", "seconds": f"{time.perf_counter() - start:.1f}"}
+            _append_csv(out / "log.csv", row)
+            bar.set_postfix(loss=f"{losses['total'].item():.4f}")
+            if step % settings.val_every == 0 or step == settings.steps:
+                _append_csv(out / "val.csv", {"step": step, **validate(core, val_set, device, settings.use_text)})
+            if step % settings.checkpoint_every == 0 or step == settings.steps:
+                last_path = save(step)
+                plot_curves(out)
+    bar.close()
+    if world > 1:
+        torch.distributed.barrier()
+    return last_path
