@@ -211,3 +211,13 @@ def test_perceiver_accepts_grey_and_float_images(tmp_path, rng) -> None:
     result = Perceiver(FixedDetector(box), "classic", cache=False).perceive(grey)
     assert result.detection_map.shape == (120, 160, 3)
     assert PerceptionCache(tmp_path).load("0" * 64) is None
+
+
+def test_corrupt_files_stay_clear_errors_after_ultralytics_patched_pil(tmp_path) -> None:
+    from tgif.errors import ImageLoadError
+
+    YoloDetector("yolo11n.yaml").detect(np.zeros((32, 32, 3), np.uint8))  # imports ultralytics (patches PIL)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG not really")
+    with pytest.raises(ImageLoadError, match="bad.png: not a readable image"):
+        load_image(bad)

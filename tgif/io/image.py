@@ -35,6 +35,10 @@ from tgif.errors import ImageLoadError, ImageTooLargeError, TgifError
 
 logger = logging.getLogger(__name__)
 
+# Ultralytics replaces PIL.Image.open on import with a version that tries to install HEIF
+# support when a file is not recognised; keep PIL's own function for our loader.
+_pil_open = Image.open
+
 ImageInput = Union[str, os.PathLike, bytes, bytearray, BinaryIO, Image.Image, np.ndarray, "SourceImage"]
 OnLarge = Literal["error", "downscale"]
 
@@ -234,10 +238,10 @@ def _downscale(
 def _decode_bytes(data: bytes, name: str, limit: int, on_large: OnLarge) -> SourceImage:
     notes: list[str] = []
     try:
-        im = Image.open(io.BytesIO(data))
+        im = _pil_open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"{name}: image is far too large to decode safely ({exc})") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError) as exc:
         raise ImageLoadError(f"{name}: not a readable image file (unknown or corrupt format)") from exc
     with im:
         original_size = (int(im.size[0]), int(im.size[1]))

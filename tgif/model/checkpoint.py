@@ -102,6 +102,7 @@ def save_tgif(
     os.close(descriptor)
     try:
         save_file(tensors, temporary, metadata=metadata)
+        os.chmod(temporary, 0o644)  # mkstemp files are private; a checkpoint is meant to be shared
         os.replace(temporary, path)
     finally:
         Path(temporary).unlink(missing_ok=True)

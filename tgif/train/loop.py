@@ -162,10 +162,13 @@ def plot_curves(run_dir: str | os.PathLike) -> Path | None:
             val = list(csv.DictReader(handle))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     steps = [int(r["step"]) for r in log]
+    window = max(1, len(log) // 100)
     for term in LOSS_TERMS:
-        values = [float(r[term]) for r in log]
-        if any(values):
-            axes[0].plot(steps, values, label=term)
+        values = np.array([float(r[term]) for r in log])
+        if values.any():
+            line = axes[0].plot(steps, values, alpha=0.2, linewidth=0.5)[0]
+            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+            axes[0].plot(steps[window - 1:], smooth, color=line.get_color(), label=f"{term} (mean of {window})")
     axes[0].set_yscale("log")
     axes[0].set_xlabel("step")
     axes[0].set_title("training loss")
