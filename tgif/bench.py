@@ -76,6 +76,19 @@ def _median_time(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(runs)
 
 
+def _random_weight_segmenter(backend: str) -> object:
+    """A learned segmenter built with random weights (same architecture and cost; nothing downloaded)."""
+    if backend == "sam":
+        from segment_anything import sam_model_registry
+
+        from tgif.perception.segmentation.sam import SamSegmenter
+
+        return SamSegmenter(model_type="vit_b", model=sam_model_registry["vit_b"](checkpoint=None).eval())
+    from tgif.perception.segmentation.mobile_sam import MobileSamSegmenter, build_mobile_sam
+
+    return MobileSamSegmenter(model=build_mobile_sam().eval())
+
+
 def bench_perception(width: int = 640, height: int = 480, repeat: int = 3,
                      backends: tuple[str, ...] = ("classic", "mobile_sam", "sam")) -> dict[str, dict[str, float]]:
     """Median seconds per stage of perception and template captioning, per segmentation backend.
@@ -99,7 +112,8 @@ def bench_perception(width: int = 640, height: int = 480, repeat: int = 3,
         env = {"sam": "TGIF_SAM_CHECKPOINT", "mobile_sam": "TGIF_MOBILE_SAM_CHECKPOINT"}.get(backend)
         checkpoint = os.environ.get(env) if env else None
         label = backend if backend == "classic" else f"{backend} ({'checkpoint' if checkpoint else 'random weights'})"
-        segmenter = build_segmenter(backend, checkpoint=checkpoint) if backend != "classic" else build_segmenter(backend)
+        segmenter = build_segmenter(backend, checkpoint=checkpoint) if checkpoint or backend == "classic" \
+            else _random_weight_segmenter(backend)
         start = time.perf_counter()
         segmentation = segmenter.segment(image, detections)  # SAM: this single run is the measurement
         first = time.perf_counter() - start
