@@ -5,24 +5,13 @@ from __future__ import annotations
 import base64
 import io
 
-import cv2
 import numpy as np
 from PIL import Image
 
-from tgif.io.image import as_rgb_uint8
+from tgif.io.image import as_rgb_uint8, fit_within
 
 #: Longest side of an image sent to the caption model (larger ones are downscaled first).
 MAX_SIDE = 768
-
-
-def fit_within(image: np.ndarray, max_side: int) -> np.ndarray:
-    """Downscale ``image`` (area interpolation) so its longer side is at most ``max_side``; smaller ones stay as is."""
-    height, width = image.shape[:2]
-    scale = max_side / max(height, width)
-    if scale >= 1.0:
-        return image
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def png_data_url(image: np.ndarray, max_side: int = MAX_SIDE) -> str:

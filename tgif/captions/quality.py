@@ -14,9 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from tgif.captions.encoding import fit_within
 from tgif.captions.wording import part_phrase
-from tgif.io.image import as_rgb_uint8
+from tgif.io.image import as_rgb_uint8, fit_within
 
 WORKING_SIDE = 512
 #: A pixel is near-black when all its channels are <= NEAR_BLACK, near-white when all are >= NEAR_WHITE (0-255).

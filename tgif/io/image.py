@@ -354,6 +354,16 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected a uint8 or float image, got {array.dtype}")
 
 
+def fit_within(image: np.ndarray, max_side: int) -> np.ndarray:
+    """Downscale ``image`` (area interpolation) so its longer side is at most ``max_side``; smaller ones stay as is."""
+    height, width = image.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1.0:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Quantise a float image in [0, 1] to uint8 with rounding (values outside are clipped)."""
     return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)

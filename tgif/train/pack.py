@@ -66,6 +66,7 @@ from tgif import settings
 from tgif.captions.base import Captioner
 from tgif.errors import DatasetError, UnknownNameError
 from tgif.io import PairFiles, list_pairs, load_image, luminance, to_uint8
+from tgif.io.image import fit_within
 from tgif.text import TextEncoder, build_text_encoder
 from tgif.train.synthetic import make_multifocus_pair, pair_seed
 
@@ -273,16 +274,6 @@ def read_captions(captions_dir: str | os.PathLike, dataset: str) -> dict[tuple[s
     return found
 
 
-def fit_side(image: np.ndarray, max_side: int) -> np.ndarray:
-    """Downscale a float (H, W) or (H, W, C) image (area interpolation) so its longer side is at most ``max_side``."""
-    height, width = image.shape[:2]
-    scale = max_side / max(height, width)
-    if scale >= 1.0:
-        return image
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-
-
 def _caption_of(captions: dict[tuple[str, str], str], dataset: str, pair_id: str, path: Path) -> str:
     key = (pair_id, path.parent.name)
     if key not in captions:
@@ -296,7 +287,7 @@ def _add_real_pairs(builder: _Builder, dataset: str, pairs: list[PairFiles], cap
     for files in tqdm(pairs, desc=f"pack {dataset}", unit="pair", disable=not progress):
         texts = (_caption_of(captions, dataset, files.id, files.path_a),
                  _caption_of(captions, dataset, files.id, files.path_b))
-        planes = [to_uint8(fit_side(y, max_side)) for y in files.load(on_large="downscale").luminances()]
+        planes = [to_uint8(fit_within(y, max_side)) for y in files.load(on_large="downscale").luminances()]
         size = DECODE_SIZE.get(dataset, planes[0].shape)
         builder.add_pair(dataset, files.id, (builder.add_plane(planes[0]), builder.add_plane(planes[1]), -1),
                          size, texts)
@@ -317,7 +308,7 @@ def _add_synthetic_pairs(builder: _Builder, natural_dir: Path, per_image: int, m
     if not paths:
         raise DatasetError(f"no images in {natural_dir} for synthetic multi-focus pairs")
     for path in tqdm(paths, desc="pack synthetic mff", unit="img", disable=not progress):
-        rgb = fit_side(load_image(path, on_large="downscale").pixels, max_side)
+        rgb = fit_within(load_image(path, on_large="downscale").pixels, max_side)
         target = builder.add_plane(to_uint8(luminance(rgb)))
         for k in range(per_image):
             pair = make_multifocus_pair(rgb, pair_seed(path.stem, k))
