@@ -266,15 +266,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-TASK_MODALITIES = {"ivf": ("ir", "vi"), "mif": ("mri", "ct"), "mef": ("under", "over"), "mff": ("near", "far")}
-
-
 def _cmd_caption(args: argparse.Namespace) -> int:
-    import json as _json
-
     from tgif.captions import CAPTION_MODES, build_captioner
     from tgif.captions.dataset import caption_dataset, caption_image, caption_record, modality_name, save_maps
     from tgif.io import load_image
+    from tgif.io.datasets import TASK_MODALITIES
     from tgif.perception import Perceiver, YoloDetector, build_segmenter
 
     if args.mode not in CAPTION_MODES:
@@ -313,7 +309,7 @@ def _cmd_caption(args: argparse.Namespace) -> int:
         print(f"  maps: {record['maps']['detection']}, {record['maps']['segmentation']}")
         timing = ", ".join(f"{k} {v:.2f} s" for k, v in record["seconds"].items())
         print(f"  time: {timing}{' (perception from cache)' if record['perception_cached'] else ''}")
-    (out_dir / "captions.json").write_text(_json.dumps(records, indent=2))
+    (out_dir / "captions.json").write_text(json.dumps(records, indent=2))
     print(f"wrote {out_dir / 'captions.json'}")
     return 0
 

@@ -152,18 +152,6 @@ CAPTION_VARIANTS: tuple[str, ...] = ("true", "empty", "swapped", "none")
 CAPTIONS_DIR = Path(__file__).resolve().parents[1] / "assets" / "captions" / "data"
 
 
-def read_dataset_captions(path: str | os.PathLike) -> dict[tuple[str, str], str]:
-    """``{(id, modality folder): caption}`` from a caption JSONL file."""
-    import json
-
-    captions = {}
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            captions[(record["id"], record["modality_folder"])] = record["caption"]
-    return captions
-
-
 def tgif_fuse_fn(dataset: str | os.PathLike, fuser: "TGIFFuser", variant: str = "true",
                  captions_file: str | os.PathLike | None = None) -> FuseFn:
     """A ``pair -> image`` function fusing with TGIF and the dataset's stored captions.
@@ -177,11 +165,12 @@ def tgif_fuse_fn(dataset: str | os.PathLike, fuser: "TGIFFuser", variant: str = 
     """
     if variant not in CAPTION_VARIANTS:
         raise ValueError(f"caption variant must be one of {CAPTION_VARIANTS}, got {variant!r}")
+    from tgif.captions.dataset import read_caption_file
     from tgif.io.datasets import dataset_modalities
 
     folder = resolve_dataset(dataset)
     path = Path(captions_file) if captions_file else CAPTIONS_DIR / f"{folder.name}.jsonl"
-    stored = read_dataset_captions(path) if path.exists() else None
+    stored = read_caption_file(path) if path.exists() else None
     mod_a, mod_b = dataset_modalities(folder)
     files_by_id = {files.id: files for files in list_pairs(folder)}
     ids = list(files_by_id)

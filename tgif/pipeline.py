@@ -20,6 +20,7 @@ import torch
 from tgif.captions import Caption, Captioner, build_captioner
 from tgif.captions.dataset import caption_image, modality_name
 from tgif.errors import TgifError
+from tgif.io.datasets import TASK_MODALITIES
 from tgif.io.pair import ImagePair
 from tgif.model import TGIFNet, load_tgif
 from tgif.perception import Perceiver
@@ -30,8 +31,6 @@ logger = logging.getLogger(__name__)
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 #: Which checkpoint serves each task (MIF uses the IVF model zero-shot, as in the paper).
 TASK_WEIGHTS = {"ivf": "tgif_ivf", "mif": "tgif_ivf", "mef": "tgif_mef", "mff": "tgif_mff"}
-#: Modality folder names of each task's sources, for caption wording.
-TASK_MODALITIES = {"ivf": ("ir", "vi"), "mif": ("mri", "ct"), "mef": ("under", "over"), "mff": ("near", "far")}
 DEFAULT_MAX_MODEL_PIXELS = 1280 * 1024
 TILE = 512
 OVERLAP = 64

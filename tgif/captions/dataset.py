@@ -109,6 +109,28 @@ def dataset_images(folder: Path) -> Iterator[tuple[str, str, Path]]:
                 yield modality, path.stem, path
 
 
+def read_caption_file(path: str | os.PathLike) -> dict[tuple[str, str], str]:
+    """Read a caption JSONL file into ``{(id, modality folder): caption}``; the first line of a key wins.
+
+    Raises:
+        DatasetError: the file is missing or a line is not a caption record.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"caption file {path} not found; caption the dataset first (tgif caption)")
+    found: dict[tuple[str, str], str] = {}
+    with path.open() as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                found.setdefault((record["id"], record["modality_folder"]), record["caption"])
+            except (json.JSONDecodeError, KeyError) as exc:
+                raise DatasetError(f"{path}:{line_no}: not a caption record ({exc})") from exc
+    return found
+
+
 def _done_keys(out_path: Path) -> set[tuple[str, str]]:
     done: set[tuple[str, str]] = set()
     if not out_path.exists():

@@ -29,6 +29,11 @@ class DatasetInfo:
     modalities: tuple[str, str]
 
 
+#: Modality folder names of each task's two sources (the first is source ``a``).
+TASK_MODALITIES: dict[str, tuple[str, str]] = {
+    "ivf": ("ir", "vi"), "mif": ("mri", "ct"), "mef": ("under", "over"), "mff": ("near", "far"),
+}
+
 KNOWN_DATASETS: dict[str, DatasetInfo] = {
     "msrs_test": DatasetInfo("ivf", ("ir", "vi")),
     "roadscene_test": DatasetInfo("ivf", ("ir", "vi")),

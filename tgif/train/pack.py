@@ -48,7 +48,6 @@ Build from the command line: ``python -m tgif.train.pack ivf runs/packs/ivf.pt``
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -64,6 +63,7 @@ from tqdm import tqdm
 
 from tgif import settings
 from tgif.captions.base import Captioner
+from tgif.captions.dataset import read_caption_file
 from tgif.errors import DatasetError, UnknownNameError
 from tgif.io import PairFiles, list_pairs, load_image, luminance, to_uint8
 from tgif.io.image import fit_within
@@ -257,21 +257,8 @@ def default_val_ids(task: str, pairs: dict[str, list[PairFiles]]) -> list[str]:
 
 
 def read_captions(captions_dir: str | os.PathLike, dataset: str) -> dict[tuple[str, str], str]:
-    """Read ``<captions_dir>/<dataset>.jsonl`` into {(id, modality folder): caption}; the first line of a key wins."""
-    path = Path(captions_dir) / f"{dataset}.jsonl"
-    if not path.is_file():
-        raise DatasetError(f"caption file {path} not found; caption the dataset first (tgif caption)")
-    found: dict[tuple[str, str], str] = {}
-    with path.open() as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                found.setdefault((record["id"], record["modality_folder"]), record["caption"])
-            except (json.JSONDecodeError, KeyError) as exc:
-                raise DatasetError(f"{path}:{line_no}: not a caption record ({exc})") from exc
-    return found
+    """Read ``<captions_dir>/<dataset>.jsonl`` into {(id, modality folder): caption}."""
+    return read_caption_file(Path(captions_dir) / f"{dataset}.jsonl")
 
 
 def _caption_of(captions: dict[tuple[str, str], str], dataset: str, pair_id: str, path: Path) -> str:
