@@ -72,6 +72,19 @@ def test_yolo_detector_on_tiny_random_model() -> None:
         assert isinstance(det.label, str) and det.class_id >= 0
 
 
+def test_detection_leaves_torch_thread_count_alone() -> None:
+    # Ultralytics' device selection sets torch's threads to cpu_count - 1 for the whole process
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        YoloDetector("yolo11n.yaml", imgsz=64).detect(np.zeros((48, 64, 3), np.uint8))
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_detector_rejects_bad_input_and_missing_weights(tmp_path) -> None:
     with pytest.raises(ValueError, match="uint8"):
         YoloDetector("yolo11n.yaml").detect(np.zeros((8, 8), np.float32))

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from tgif import settings
 from tgif.errors import TgifError
@@ -127,8 +128,12 @@ class YoloDetector:
             raise ValueError(f"expected a uint8 (H, W, 3) RGB image, got {image.dtype} {image.shape}")
         model = self._load()
         bgr = np.ascontiguousarray(image[..., ::-1])  # Ultralytics treats numpy input as BGR
+        threads = torch.get_num_threads()
         try:
             result = model.predict(bgr, conf=self.conf, imgsz=self.imgsz, device=self.device, verbose=False)[0]
         except Exception as exc:  # noqa: BLE001
             raise DetectorError(f"detection failed: {exc}") from exc
+        finally:
+            # Ultralytics' select_device sets torch's thread count to cpu_count - 1 for the whole process
+            torch.set_num_threads(threads)
         return _to_detections(result, (image.shape[1], image.shape[0]), self.model_name)

@@ -1,0 +1,386 @@
+"""Event handlers of the demo: analyse a source, fuse the pair, compare two runs.
+
+Handlers take and return plain values for the components of :mod:`app.layout`. Every problem a
+user can cause (missing or corrupt image, differing sizes, empty or overlong caption, GPT failure)
+is reported with ``gr.Warning`` / ``gr.Info`` or raised as ``gr.Error`` with a specific message;
+a result already computed is never thrown away because a later step failed.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from app.config import AppConfig
+from app.models import ModelHub
+from tgif import __version__
+from tgif.baselines import BASELINES
+from tgif.captions.base import MODALITY_NAMES, Caption
+from tgif.captions.dataset import caption_image
+from tgif.captions.redact import scrub
+from tgif.errors import PairSizeError, TgifError
+from tgif.io.image import SourceImage, as_rgb_uint8, describe_size, fit_within, load_image, save_image, to_uint8
+from tgif.io.pair import ImagePair, load_pair
+from tgif.metrics import PAPER_METRICS, compute_metrics, gray_levels_of
+from tgif.perception import Perception
+from tgif.report import metric_deltas, write_run
+from tgif.visualize import ERROR_MAP_VMAX, difference_map, error_map, metrics_figure
+
+logger = logging.getLogger(__name__)
+
+#: (label, value) of the task selector; MIF names its second modality (the captions say which).
+TASK_CHOICES: list[tuple[str, str]] = [
+    ("IVF · infrared + visible", "ivf"),
+    ("MIF · MRI + CT", "mif-ct"),
+    ("MIF · MRI + PET", "mif-pet"),
+    ("MIF · MRI + SPECT", "mif-spect"),
+    ("MEF · under- + over-exposed", "mef"),
+    ("MFF · near + far focus", "mff"),
+]
+_TASK_FOLDERS: dict[str, tuple[str, str]] = {
+    "ivf": ("ir", "vi"), "mif-ct": ("mri", "ct"), "mif-pet": ("mri", "pet"), "mif-spect": ("mri", "spect"),
+    "mef": ("under", "over"), "mff": ("near", "far"),
+}
+TGIF_METHOD = "TGIF"
+#: Longest caption accepted from the text box; longer ones are cut with a warning.
+MAX_CAPTION_CHARS = 2000
+#: Perception runs on a copy whose longer side is at most this (maps are for looking, not for fusing).
+PERCEPTION_MAX_SIDE = 1280
+#: Most regions listed in the segmentation view.
+MAX_REGIONS_SHOWN = 16
+
+
+def parse_task(value: str) -> tuple[str, tuple[str, str]]:
+    """``"mif-pet"`` -> (``"mif"``, (``"mri"``, ``"pet"``)); raises gr.Error for an unknown value."""
+    if value not in _TASK_FOLDERS:
+        raise gr.Error(f"Unknown task {value!r}; choose one of: {', '.join(_TASK_FOLDERS)}")
+    return value.split("-")[0], _TASK_FOLDERS[value]
+
+
+def source_labels(task_value: str) -> tuple[str, str]:
+    """Readable names of the two sources of a task (``("infrared", "visible")``)."""
+    folders = _TASK_FOLDERS.get(task_value, ("a", "b"))
+    return MODALITY_NAMES[folders[0]], MODALITY_NAMES[folders[1]]
+
+
+def user_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn library errors into a ``gr.Error`` with their message; anything else into a short, key-free one."""
+
+    @functools.wraps(handler)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return handler(*args, **kwargs)
+        except gr.Error:
+            raise
+        except TgifError as exc:
+            raise gr.Error(_clean(str(exc))) from None
+        except Exception as exc:  # noqa: BLE001 - the page must get a message, never a stack trace
+            logger.exception("%s failed", handler.__name__)
+            raise gr.Error(f"Unexpected error in {handler.__name__}: {_clean(f'{type(exc).__name__}: {exc}')}"
+                           " (details in the server log)") from None
+
+    return wrapped
+
+
+def _clean(message: str) -> str:
+    return scrub(message, os.environ.get("OPENAI_API_KEY"))
+
+
+def _load_source(path: str | None, which: int, task_value: str, config: AppConfig) -> SourceImage:
+    if not path:
+        raise gr.Error(f"Source {which} ({source_labels(task_value)[which - 1]}) is missing: upload an image.")
+    source = load_image(path, name=Path(path).name, max_pixels=config.max_pixels, on_large="downscale")
+    for note in source.notes:
+        if "downscal" in note:
+            gr.Warning(f"{source.name}: {note}")
+    return source
+
+
+# ---------------------------------------------------------------------------------------------- analysis
+
+
+@dataclass
+class Analysis:
+    """Maps and caption of one source, shaped for the UI."""
+
+    detection: tuple[np.ndarray, list[tuple[tuple[int, int, int, int], str]]]
+    segmentation: tuple[np.ndarray, list[tuple[np.ndarray, str]]]
+    classes: str
+    caption: str
+    caption_note: str
+
+
+def describe_caption_source(caption: Caption) -> str:
+    """One line for the UI saying who wrote a caption (and why a fallback was used)."""
+    if caption.fallback_reason:
+        return (f"⚠️ GPT could not caption this image ({_clean(caption.fallback_reason)}); "
+                f"the offline drafter ({caption.captioner}) wrote it instead.")
+    if caption.captioner.startswith("gpt"):
+        model = caption.captioner.partition(":")[2] or caption.captioner
+        return f"Drafted by GPT ({model}, prompt {caption.prompt_version})."
+    return f"Drafted offline by the template drafter ({caption.prompt_version}); set OPENAI_API_KEY for GPT captions."
+
+
+def _annotations(rgb: np.ndarray, perception: Perception) -> tuple[tuple, tuple]:
+    boxes = [((int(round(d.box[0])), int(round(d.box[1])), int(round(d.box[2])), int(round(d.box[3]))), d.label)
+             for d in perception.detections.items]
+    regions, scene = [], 0
+    for region in perception.segmentation.regions[:MAX_REGIONS_SHOWN]:
+        if region.kind == "object":
+            label = region.label
+        else:
+            scene += 1
+            label = f"region {scene}"
+        regions.append((region.mask.astype(np.float32), label))
+    return (rgb, boxes), (rgb, regions)
+
+
+def analyze_source(hub: ModelHub, path: str | None, task_value: str, other_path: str | None,
+                   which: int) -> Analysis | None:
+    """Detect, segment and draft a caption for one uploaded source; None when no image is given."""
+    if not path:
+        return None
+    task, folders = parse_task(task_value)
+    source = _load_source(path, which, task_value, hub.config)
+    if other_path:
+        try:
+            other = load_image(other_path, max_pixels=hub.config.max_pixels, on_large="downscale")
+            if other.size != source.size:
+                gr.Warning(f"The sources differ in size ({describe_size(source.size)} vs {describe_size(other.size)}):"
+                           " tick “Resize source 2 to source 1” before fusing.")
+        except TgifError:
+            pass  # the other image reports its own problem in its own handler
+    rgb = fit_within(as_rgb_uint8(source.pixels), PERCEPTION_MAX_SIDE)
+    drafted = caption_image(rgb, modality=MODALITY_NAMES[folders[which - 1]], task=task,
+                            perceiver=hub.perceiver(), captioner=hub.captioner())
+    if drafted.caption.fallback_reason:
+        gr.Warning(describe_caption_source(drafted.caption))
+    counts = drafted.perception.detections.counts()
+    found = ", ".join(f"{n} × {label}" for label, n in counts.items()) if counts else "no objects"
+    classes = (f"**Detected:** {found} · {len(drafted.perception.segmentation.regions)} regions "
+               f"({drafted.perception.segmentation.backend}, {drafted.perception.detections.model})")
+    detection, segmentation = _annotations(rgb, drafted.perception)
+    return Analysis(detection, segmentation, classes, drafted.caption.text, describe_caption_source(drafted.caption))
+
+
+# ---------------------------------------------------------------------------------------------- fusion
+
+
+@dataclass
+class FusionOutputs:
+    """Everything one Fuse click shows."""
+
+    fused: np.ndarray
+    source_1: np.ndarray
+    source_2: np.ndarray
+    error_1: np.ndarray
+    error_2: np.ndarray
+    table: pd.DataFrame
+    figure: Any
+    summary: str
+    files: list[str]
+    run: dict[str, Any]
+
+
+def metric_table(scores: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """Rows = methods, columns = metrics (rounded for display)."""
+    rows = [{"Method": method, **{k: round(v, 3) for k, v in values.items()}} for method, values in scores.items()]
+    return pd.DataFrame(rows)
+
+
+def _prepare_captions(hub: ModelHub, pair: ImagePair, task: str, folders: tuple[str, str],
+                      captions: list[str]) -> tuple[list[str], list[str]]:
+    """Strip, cut overlong ones, draft empty ones; returns (captions, who wrote each)."""
+    authors = ["user", "user"]
+    for index in range(2):
+        text = (captions[index] or "").strip()
+        if len(text) > MAX_CAPTION_CHARS:
+            gr.Warning(f"Caption {index + 1} is {len(text)} characters long; "
+                       f"only its first {MAX_CAPTION_CHARS} are used.")
+            text = text[:MAX_CAPTION_CHARS]
+        if not text:
+            source = (pair.a, pair.b)[index]
+            rgb = fit_within(as_rgb_uint8(source.pixels), PERCEPTION_MAX_SIDE)
+            drafted = caption_image(rgb, modality=MODALITY_NAMES[folders[index]], task=task,
+                                    perceiver=hub.perceiver(), captioner=hub.captioner()).caption
+            text, authors[index] = drafted.text, drafted.captioner
+            gr.Info(f"Caption {index + 1} was empty, so one was drafted: “{text[:80]}…”")
+        captions[index] = text
+    return captions, authors
+
+
+def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value: str, caption_1: str,
+               caption_2: str, use_text: bool, method: str, resize: bool, run_number: int,
+               progress: Callable[..., Any] = lambda *a, **k: None) -> FusionOutputs:
+    """Load, fuse, score and render one run; writes its PNG, JSON and CSV under the output folder."""
+    started = time.perf_counter()
+    task, folders = parse_task(task_value)
+    progress(0.02, desc="Loading images")
+    source_a = _load_source(path_1, 1, task_value, hub.config)
+    source_b = _load_source(path_2, 2, task_value, hub.config)
+    try:
+        pair = ImagePair(source_a, source_b, id=Path(path_1 or "pair").stem, task=task)
+    except PairSizeError as exc:
+        if not resize:
+            raise gr.Error(f"{exc}. Tick “Resize source 2 to source 1” to fuse them anyway.") from None
+        pair = load_pair(path_1, path_2, resize=True, max_pixels=hub.config.max_pixels, on_large="downscale",
+                         names=(source_a.name, source_b.name), task=task)
+        gr.Info(f"{source_b.name} was resized to {describe_size(pair.size)} to match {source_a.name}.")
+    seconds: dict[str, float] = {"load": time.perf_counter() - started}
+    notes: list[str] = []
+    captions, authors = ["", ""], ["", ""]
+    if method == TGIF_METHOD:
+        if not hub.has_tgif(task):
+            raise gr.Error(f"The TGIF model for {task.upper()} is missing ({hub.weights(task).name}); "
+                           "pick a classic method or add the weights.")
+        progress(0.1, desc="Loading the TGIF model")
+        fuser = hub.fuser(task)
+        use_text = bool(use_text) and fuser.uses_text
+        if use_text:
+            progress(0.2, desc="Checking captions")
+            start = time.perf_counter()
+            captions, authors = _prepare_captions(hub, pair, task, folders, [caption_1, caption_2])
+            seconds["captions"] = time.perf_counter() - start
+            if fuser.max_tokens:
+                for index, text in enumerate(captions):
+                    count = fuser.text_encoder.token_count(text)
+                    if count > fuser.max_tokens:  # as in training, so a note rather than a warning
+                        gr.Info(f"Caption {index + 1} has {count} tokens; the model reads its first "
+                                f"{fuser.max_tokens} (the length it was trained with).")
+        progress(0.35, desc="Encoding captions and running the network" if use_text else "Running the network")
+        result = fuser.fuse(pair, captions=tuple(captions) if use_text else None, use_text=use_text)
+        fused = result.image
+        seconds.update(result.seconds)
+        notes.extend(result.notes)
+        label = "TGIF" if use_text else "TGIF (no text)"
+    else:
+        progress(0.35, desc=f"Fusing with {method}")
+        start = time.perf_counter()
+        fused = BASELINES[method].fuse(pair)
+        seconds["network"] = time.perf_counter() - start
+        label, use_text = method, False
+    progress(0.7, desc="Scoring against the classic baselines")
+    start = time.perf_counter()
+    source_levels = gray_levels_of(pair.a.pixels), gray_levels_of(pair.b.pixels)
+    scores = {label: compute_metrics(gray_levels_of(fused), *source_levels)}
+    for name, values in hub.baselines(pair).items():
+        if name != label:
+            scores[name] = values
+    seconds["metrics"] = time.perf_counter() - start
+    progress(0.85, desc="Drawing maps and saving files")
+    start = time.perf_counter()
+    errors = [error_map(fused, source.pixels) for source in (pair.a, pair.b)]
+    figure = metrics_figure(scores, highlight=label, metrics=PAPER_METRICS,
+                            title=f"{label} vs classic baselines on this pair")
+    run_id = f"run{run_number:02d}-{uuid.uuid4().hex[:6]}"
+    names = source_labels(task_value)
+    record = {
+        "run": run_id, "tgif_version": __version__, "task": task, "task_choice": task_value,
+        "sources": [{"name": s.name, "modality": n, "size": list(s.size), "original_size": list(s.original_size),
+                     "notes": s.notes} for s, n in zip((pair.a, pair.b), names)],
+        "method": label, "use_text": use_text, "captions": captions, "caption_authors": authors,
+        "weights": hub.weights(task).name if method == TGIF_METHOD else None,
+        "device": hub.device_label if method == TGIF_METHOD else "CPU", "seconds": seconds, "notes": notes,
+        "metrics": scores,
+    }
+    folder = hub.config.output_dir / run_id
+    files = write_run(folder, f"tgif_{task}_{run_id}", fused, record)
+    source_views = [to_uint8(s.pixels) for s in (pair.a, pair.b)]
+    seconds["render"] = time.perf_counter() - start
+    total = time.perf_counter() - started
+    stage_text = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in seconds.items())
+    summary = (f"**Run {run_number}: {label}** on {hub.device_label if method == TGIF_METHOD else 'CPU'} · "
+               f"{describe_size(pair.size)} · {total:.2f} s ({stage_text})")
+    if notes:
+        summary += "\n\n" + "\n".join(f"- {n}" for n in notes)
+    progress(1.0, desc="Done")
+    run = {
+        "number": run_number, "label": f"Run {run_number} · {label}", "png": str(files["png"]),
+        "captions": captions, "use_text": use_text, "method": label, "metrics": scores[label],
+        "sources": [_save_view(folder / f"source_{i + 1}.png", v) for i, v in enumerate(source_views)],
+    }
+    return FusionOutputs(to_uint8(fused), source_views[0], source_views[1], errors[0], errors[1],
+                         metric_table(scores), figure, summary, [str(p) for p in files.values()], run)
+
+
+def _save_view(path: Path, pixels: np.ndarray) -> str:
+    return str(save_image(path, pixels.astype(np.float32) / 255.0))
+
+
+# ---------------------------------------------------------------------------------------------- comparison
+
+
+@dataclass
+class Comparison:
+    """Run A against run B."""
+
+    image_a: np.ndarray | None
+    image_b: np.ndarray | None
+    difference: np.ndarray | None
+    table: pd.DataFrame
+    text: str
+
+
+def find_run(runs: list[dict[str, Any]], label: str | None) -> dict[str, Any] | None:
+    """The run whose label is ``label`` (None when absent)."""
+    return next((run for run in runs if run["label"] == label), None)
+
+
+def compare_runs(run_a: dict[str, Any] | None, run_b: dict[str, Any] | None) -> Comparison:
+    """Images, difference map (B − A), metric deltas and both captions of two runs."""
+    empty = pd.DataFrame(columns=["Metric", "Run A", "Run B", "B − A"])
+    if run_a is None or run_b is None:
+        return Comparison(None, None, None, empty, "Fuse twice (e.g. after editing a caption) to compare two runs.")
+    image_a = load_image(run_a["png"]).pixels
+    image_b = load_image(run_b["png"]).pixels
+    deltas = metric_deltas(run_a["metrics"], run_b["metrics"])
+    table = pd.DataFrame([{"Metric": name, "Run A": round(run_a["metrics"][name], 4),
+                           "Run B": round(run_b["metrics"][name], 4), "B − A": round(delta, 4)}
+                          for name, delta in deltas.items()])
+    lines = [f"**A = {run_a['label']}** · captions: " + _caption_line(run_a),
+             f"**B = {run_b['label']}** · captions: " + _caption_line(run_b)]
+    difference = None
+    if image_a.shape[:2] != image_b.shape[:2]:
+        lines.append("The two runs are of different pairs or sizes: no difference map.")
+    else:
+        difference, vmax = difference_map(image_a, image_b)
+        change = np.abs(gray_levels_of(image_b) - gray_levels_of(image_a))
+        lines.append(f"Difference B − A: mean |Δ| {change.mean():.2f} grey levels, max {change.max():.0f}; "
+                     f"{(change > 0).mean() * 100:.1f}% of pixels changed (colour scale ±{vmax * 255:.1f} levels).")
+    return Comparison(to_uint8(image_a), to_uint8(image_b), difference, table, "\n\n".join(lines))
+
+
+def _caption_line(run: dict[str, Any]) -> str:
+    if not run["use_text"]:
+        return "*(text guidance off)*"
+    return " | ".join(f"“{c}”" for c in run["captions"])
+
+
+__all__ = [
+    "ERROR_MAP_VMAX",
+    "MAX_CAPTION_CHARS",
+    "TASK_CHOICES",
+    "TGIF_METHOD",
+    "Analysis",
+    "Comparison",
+    "FusionOutputs",
+    "analyze_source",
+    "compare_runs",
+    "find_run",
+    "metric_table",
+    "parse_task",
+    "run_fusion",
+    "source_labels",
+    "user_errors",
+]

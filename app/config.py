@@ -1,0 +1,65 @@
+"""Demo settings, read from the environment once (so a GPU Space is configured by its variables).
+
+``TGIF_APP_DEVICE``        ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+``TGIF_APP_CONCURRENCY``   how many model jobs (perception, fusion) run at once (default 1).
+``TGIF_APP_MAX_PIXELS``    larger uploads are downscaled to this many pixels, with a notice (default 4 MP).
+``TGIF_APP_OUTPUT_DIR``    where run files (PNG, JSON, CSV) are written (default: a folder in the system temp dir).
+``TGIF_APP_HISTORY``       how many runs a session keeps for comparison (default 8).
+``TGIF_APP_PRELOAD``       ``1`` loads the models at start-up instead of on first use.
+``TGIF_APP_CAPTIONER``     ``auto`` (GPT when ``OPENAI_API_KEY`` is set), ``template`` or ``gpt``.
+``TGIF_APP_SEGMENTER``     ``classic`` (default), ``sam`` or ``mobile_sam``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tgif.errors import TgifError
+
+
+def _int(name: str, default: int, minimum: int = 1) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise TgifError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise TgifError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Settings of one app instance (see the module docstring for the variables)."""
+
+    device: str = "auto"
+    concurrency: int = 1
+    max_pixels: int = 4_000_000
+    output_dir: Path = Path(tempfile.gettempdir()) / "tgif-app"
+    history: int = 8
+    preload: bool = False
+    captioner: str = "auto"
+    segmenter: str = "classic"
+
+    @classmethod
+    def from_env(cls) -> AppConfig:
+        """Read the ``TGIF_APP_*`` variables."""
+        device = os.environ.get("TGIF_APP_DEVICE", "auto").strip().lower() or "auto"
+        if device not in ("auto", "cpu", "cuda"):
+            raise TgifError(f"TGIF_APP_DEVICE must be auto, cpu or cuda, got {device!r}")
+        output = os.environ.get("TGIF_APP_OUTPUT_DIR", "").strip()
+        return cls(
+            device=device,
+            concurrency=_int("TGIF_APP_CONCURRENCY", cls.concurrency),
+            max_pixels=_int("TGIF_APP_MAX_PIXELS", cls.max_pixels, minimum=64 * 64),
+            output_dir=Path(output) if output else cls.output_dir,
+            history=_int("TGIF_APP_HISTORY", cls.history, minimum=2),
+            preload=os.environ.get("TGIF_APP_PRELOAD", "").strip() in ("1", "true", "yes"),
+            captioner=os.environ.get("TGIF_APP_CAPTIONER", "auto").strip() or "auto",
+            segmenter=os.environ.get("TGIF_APP_SEGMENTER", "classic").strip() or "classic",
+        )

@@ -1,0 +1,242 @@
+"""The demo's one screen: inputs and maps per source, captions, Fuse, results, run comparison.
+
+Named API endpoints (for ``gradio_client``): ``/analyze_1``, ``/analyze_2`` (maps + drafted
+caption of one source), ``/fuse`` (the whole run), ``/compare`` (two runs of this session).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from app.callbacks import (
+    MAX_CAPTION_CHARS,
+    TASK_CHOICES,
+    TGIF_METHOD,
+    analyze_source,
+    compare_runs,
+    find_run,
+    parse_task,
+    run_fusion,
+    source_labels,
+    user_errors,
+)
+from app.config import AppConfig
+from app.models import ModelHub
+from tgif.baselines import BASELINES
+from tgif.visualize import ERROR_MAP_VMAX
+
+logger = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "examples"
+#: Bundled example pairs: (task choice, source 1, source 2).
+EXAMPLES: list[tuple[str, str, str]] = [
+    ("ivf", "ivf/ir.png", "ivf/vi.png"),
+    ("mif-ct", "mif/mri.png", "mif/ct.png"),
+    ("mef", "mef/under.png", "mef/over.png"),
+    ("mff", "mff/near.png", "mff/far.png"),
+]
+MODEL_QUEUE = "models"
+SLIDER_CHOICES = ["source 1", "source 2"]
+
+
+class SourceUpload(gr.Image):
+    """``gr.Image`` that hands the uploaded file to the handler untouched.
+
+    Gradio's own preprocessing opens the file with PIL (a corrupt file then fails with PIL's message);
+    here ``tgif.io.load_image`` decodes it, with its 16-bit, palette and CMYK handling and its errors.
+    """
+
+    is_template = True  # rendered by the frontend's Image component
+
+    def preprocess(self, payload: Any) -> str | None:  # noqa: D401 - gradio hook
+        """The uploaded file's path (or None)."""
+        if payload is None:
+            return None
+        return str(payload.path)
+
+
+def _methods(hub: ModelHub, task: str) -> tuple[list[str], str, str]:
+    """Method choices, the default, and a notice when the TGIF model is missing."""
+    methods = [*BASELINES][::-1]  # laplacian, max, average
+    if hub.has_tgif(task):
+        return [TGIF_METHOD, *methods], TGIF_METHOD, ""
+    notice = (f"⚠️ The TGIF model for {task.upper()} is missing (`weights/{hub.weights(task).name}`): "
+              "the classic baselines are offered instead.")
+    return methods, "laplacian", notice
+
+
+def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> gr.Blocks:
+    """Build the Blocks app (not launched). ``config`` defaults to the environment's settings."""
+    config = config or AppConfig.from_env()
+    hub = hub or ModelHub(config)
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    first_methods, first_method, first_notice = _methods(hub, "ivf")
+    labels = source_labels("ivf")
+
+    with gr.Blocks(title="TGIF · Text-Guided Image Fusion", analytics_enabled=False) as demo:
+        gr.Markdown(
+            "# TGIF · Text-Guided Image Fusion\n"
+            "Upload two images of one scene (or pick an example below), check the maps and the drafted captions, "
+            "edit them, and press **Fuse**. Fuse again with another caption to see how text steers the result."
+        )
+        device = f"**Network device:** {hub.device_label}" + (f" · {hub.device_note}" if hub.device_note else "")
+        gr.Markdown(device, elem_id="device")
+        runs = gr.State([])
+        drafts = gr.State({})
+        with gr.Row():
+            task = gr.Dropdown(TASK_CHOICES, value="ivf", label="Task", elem_id="task")
+            method = gr.Dropdown(first_methods, value=first_method, label="Method", elem_id="method")
+        notice = gr.Markdown(first_notice, elem_id="notice")
+
+        sources: list[dict[str, Any]] = []
+        with gr.Row():
+            for which in (1, 2):
+                with gr.Column():
+                    parts = {
+                        "image": SourceUpload(label=f"Source {which} · {labels[which - 1]}", type="filepath",
+                                              sources=["upload", "clipboard"], height=280,
+                                              elem_id=f"source_{which}"),
+                        "detection": gr.AnnotatedImage(label=f"Detections {which}", height=240,
+                                                       elem_id=f"detections_{which}"),
+                        "segmentation": gr.AnnotatedImage(label=f"Segmentation {which}", height=240,
+                                                          elem_id=f"segmentation_{which}"),
+                        "classes": gr.Markdown(elem_id=f"classes_{which}"),
+                        "caption": gr.Textbox(label=f"Caption {which}", lines=3, max_length=MAX_CAPTION_CHARS,
+                                              info="Edit freely; leave empty to have one drafted at Fuse.",
+                                              elem_id=f"caption_{which}"),
+                        "note": gr.Markdown(elem_id=f"caption_note_{which}"),
+                        "reset": gr.Button(f"Reset caption {which} to the draft", size="sm",
+                                           elem_id=f"reset_{which}"),
+                    }
+                    sources.append(parts)
+
+        with gr.Row(equal_height=True):
+            use_text = gr.Checkbox(True, label="Text guidance", elem_id="use_text",
+                                   info="Off: the network's no-text path (ablation).")
+            resize = gr.Checkbox(False, label="Resize source 2 to source 1", elem_id="resize",
+                                 info="Needed when the sizes differ.")
+            slider_with = gr.Radio(SLIDER_CHOICES, value="source 2", label="Slider compares the result with",
+                                   elem_id="slider_with")
+            fuse = gr.Button("Fuse", variant="primary", elem_id="fuse_btn", scale=0, min_width=160)
+        summary = gr.Markdown(elem_id="summary")
+        with gr.Row():
+            view_1 = gr.Image(label="Source 1", format="png", interactive=False, elem_id="view_1")
+            fused = gr.Image(label="Fused (full resolution PNG)", format="png", interactive=False, elem_id="fused")
+            view_2 = gr.Image(label="Source 2", format="png", interactive=False, elem_id="view_2")
+        slider = gr.ImageSlider(label="Before / after: drag to compare", format="png", elem_id="slider",
+                                interactive=False)
+        with gr.Row():
+            error_1 = gr.Image(label=f"|F − source 1| (scale 0 to {ERROR_MAP_VMAX:g})", format="png",
+                               interactive=False, elem_id="error_1")
+            error_2 = gr.Image(label=f"|F − source 2| (scale 0 to {ERROR_MAP_VMAX:g})", format="png",
+                               interactive=False, elem_id="error_2")
+        with gr.Row():
+            table = gr.Dataframe(label="Metrics on this pair (higher is better)", interactive=False,
+                                 elem_id="metrics")
+            plot = gr.Plot(label="Metrics chart", elem_id="metrics_plot")
+        files = gr.File(label="Downloads: fused PNG, run record (JSON, CSV)", file_count="multiple",
+                        interactive=False, elem_id="downloads")
+
+        with gr.Accordion("Compare two runs (caption A vs caption B)", open=True):
+            with gr.Row():
+                run_a = gr.Dropdown([], label="Run A", elem_id="run_a")
+                run_b = gr.Dropdown([], label="Run B", elem_id="run_b")
+            compare_text = gr.Markdown(elem_id="compare_text")
+            with gr.Row():
+                compare_a = gr.Image(label="Run A", format="png", interactive=False, elem_id="compare_a")
+                compare_b = gr.Image(label="Run B", format="png", interactive=False, elem_id="compare_b")
+                compare_diff = gr.Image(label="Difference B − A (blue: darker, red: brighter)", format="png",
+                                        interactive=False, elem_id="compare_diff")
+            compare_table = gr.Dataframe(label="Metric deltas", interactive=False, elem_id="compare_table")
+
+        gr.Examples(
+            examples=[[t, str(ASSETS / a), str(ASSETS / b)] for t, a, b in EXAMPLES],
+            inputs=[task, sources[0]["image"], sources[1]["image"]],
+            label="Examples (bundled, CC0 / public domain; see assets/README.md)",
+        )
+
+        # ----------------------------------------------------------------------------- events
+        def make_analyze(which: int):
+            @user_errors
+            def analyze(path: str | None, task_value: str, other: str | None, known: dict) -> tuple:
+                result = analyze_source(hub, path, task_value, other, which)
+                known = {**known}
+                if result is None:
+                    known.pop(str(which), None)
+                    return None, None, "", "", "", known
+                known[str(which)] = result.caption
+                return (result.detection, result.segmentation, result.classes, result.caption,
+                        result.caption_note, known)
+
+            analyze.__name__ = f"analyze_{which}"
+            return analyze
+
+        analyses = []
+        for which, parts in zip((1, 2), sources):
+            other = sources[2 - which]["image"]
+            analyses.append((make_analyze(which), [parts["image"], task, other, drafts],
+                             [parts["detection"], parts["segmentation"], parts["classes"], parts["caption"],
+                              parts["note"], drafts]))
+            parts["image"].change(analyses[-1][0], analyses[-1][1], analyses[-1][2], api_name=f"analyze_{which}",
+                                  concurrency_id=MODEL_QUEUE, concurrency_limit=config.concurrency)
+            parts["reset"].click(lambda known, w=which: known.get(str(w), ""), [drafts], [parts["caption"]],
+                                 api_name=f"reset_caption_{which}")
+
+        def on_task(task_value: str) -> tuple:
+            base, _ = parse_task(task_value)
+            names = source_labels(task_value)
+            methods, default, message = _methods(hub, base)
+            return (gr.update(label=f"Source 1 · {names[0]}"), gr.update(label=f"Source 2 · {names[1]}"),
+                    gr.update(choices=methods, value=default), message)
+
+        task.change(on_task, [task], [sources[0]["image"], sources[1]["image"], method, notice],
+                    api_name=False).then(
+            *analyses[0], api_name=False, concurrency_id=MODEL_QUEUE).then(
+            *analyses[1], api_name=False, concurrency_id=MODEL_QUEUE)
+
+        @user_errors
+        def fuse_pair(path_1, path_2, task_value, caption_1, caption_2, text_on, method_name, resize_on,
+                      slider_source, history, progress=gr.Progress()) -> tuple:
+            number = (history[-1]["number"] + 1) if history else 1
+            out = run_fusion(hub, path_1, path_2, task_value, caption_1, caption_2, text_on, method_name,
+                             resize_on, number, progress=progress)
+            history = [*history, out.run][-config.history:]
+            choices = [run["label"] for run in history]
+            before = out.source_1 if slider_source == SLIDER_CHOICES[0] else out.source_2
+            previous = choices[-2] if len(choices) > 1 else None
+            return (out.fused, out.source_1, out.source_2, (before, out.fused), out.error_1, out.error_2,
+                    out.table, out.figure, out.summary, out.files, history,
+                    gr.update(choices=choices, value=previous), gr.update(choices=choices, value=choices[-1]))
+
+        @user_errors
+        def compare(label_a: str | None, label_b: str | None, history: list) -> tuple:
+            result = compare_runs(find_run(history, label_a), find_run(history, label_b))
+            return result.image_a, result.image_b, result.difference, result.table, result.text
+
+        def restack_slider(slider_source: str, history: list) -> Any:
+            if not history:
+                return None
+            run = history[-1]
+            before = run["sources"][0] if slider_source == SLIDER_CHOICES[0] else run["sources"][1]
+            return (before, run["png"])
+
+        compare_outputs = [compare_a, compare_b, compare_diff, compare_table, compare_text]
+        fuse.click(
+            fuse_pair,
+            [sources[0]["image"], sources[1]["image"], task, sources[0]["caption"], sources[1]["caption"], use_text,
+             method, resize, slider_with, runs],
+            [fused, view_1, view_2, slider, error_1, error_2, table, plot, summary, files, runs, run_a, run_b],
+            api_name="fuse", concurrency_id=MODEL_QUEUE, concurrency_limit=config.concurrency,
+        ).success(compare, [run_a, run_b, runs], compare_outputs, api_name=False)
+        run_a.input(compare, [run_a, run_b, runs], compare_outputs, api_name="compare")
+        run_b.input(compare, [run_a, run_b, runs], compare_outputs, api_name=False)
+        slider_with.input(restack_slider, [slider_with, runs], [slider], api_name=False)
+
+    if config.preload:
+        threading.Thread(target=hub.preload, name="tgif-preload", daemon=True).start()
+    return demo

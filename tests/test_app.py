@@ -1,0 +1,285 @@
+"""The demo app's handlers (called directly) and its HTTP API (through gradio_client on 127.0.0.1).
+
+Everything uses the bundled examples or images built here; the detector is the shared YOLO11n
+export when present, else a random-weight YOLO11n built from its yaml (no download either way).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+from gradio_client import Client, handle_file  # noqa: E402
+
+from app.callbacks import (  # noqa: E402
+    analyze_source,
+    compare_runs,
+    parse_task,
+    run_fusion,
+    source_labels,
+    user_errors,
+)
+from app.config import AppConfig  # noqa: E402
+from app.layout import _methods, build_demo  # noqa: E402
+from app.models import ModelHub  # noqa: E402
+from tgif.baselines import fuse as baseline_fuse  # noqa: E402
+from tgif.errors import TgifError  # noqa: E402
+from tgif.io import load_image, load_pair  # noqa: E402
+from tgif.metrics import compute_metrics, gray_levels_of, read_gray_levels  # noqa: E402
+from tgif.perception.detection import default_detector_weights  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+IR = ROOT / "assets" / "examples" / "ivf" / "ir.png"
+VI = ROOT / "assets" / "examples" / "ivf" / "vi.png"
+KEY = "sk-test-DO-NOT-LEAK-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def app_env(tmp_path_factory):
+    """Environment for the app: private caches, and a detector that needs no download."""
+    tmp = tmp_path_factory.mktemp("app")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TGIF_CACHE_DIR", str(tmp / "cache"))
+        if not Path(default_detector_weights()).exists():
+            mp.setenv("TGIF_YOLO_WEIGHTS", "yolo11n.yaml")
+        mp.delenv("OPENAI_API_KEY", raising=False)
+        yield tmp
+
+
+@pytest.fixture(scope="module")
+def hub(app_env) -> ModelHub:
+    return ModelHub(AppConfig(output_dir=app_env / "out", captioner="template", device="cpu"))
+
+
+def _run(hub, path_1=IR, path_2=VI, task="ivf", captions=("", ""), use_text=True, method="TGIF", resize=False,
+         number=1):
+    return run_fusion(hub, str(path_1) if path_1 else None, str(path_2) if path_2 else None, task, captions[0],
+                      captions[1], use_text, method, resize, number)
+
+
+# ----------------------------------------------------------------------------------------- settings
+
+
+def test_config_reads_and_checks_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("TGIF_APP_CONCURRENCY", "3")
+    monkeypatch.setenv("TGIF_APP_OUTPUT_DIR", str(tmp_path))
+    monkeypatch.setenv("TGIF_APP_PRELOAD", "1")
+    config = AppConfig.from_env()
+    assert (config.concurrency, config.output_dir, config.preload) == (3, tmp_path, True)
+    monkeypatch.setenv("TGIF_APP_CONCURRENCY", "many")
+    with pytest.raises(TgifError, match="TGIF_APP_CONCURRENCY must be a whole number"):
+        AppConfig.from_env()
+    monkeypatch.setenv("TGIF_APP_CONCURRENCY", "1")
+    monkeypatch.setenv("TGIF_APP_DEVICE", "tpu")
+    with pytest.raises(TgifError, match="TGIF_APP_DEVICE must be auto, cpu or cuda"):
+        AppConfig.from_env()
+
+
+def test_task_choices_name_both_sources():
+    assert parse_task("mif-pet") == ("mif", ("mri", "pet"))
+    assert source_labels("ivf") == ("infrared", "visible")
+    assert source_labels("mff") == ("near-focus", "far-focus")
+    with pytest.raises(gr.Error, match="Unknown task"):
+        parse_task("xyz")
+
+
+def test_missing_weights_offer_baselines_with_a_notice(app_env, monkeypatch):
+    monkeypatch.setenv("TGIF_WEIGHTS_DIR", str(app_env / "no-weights"))
+    hub = ModelHub(AppConfig(output_dir=app_env / "out2", captioner="template", device="cpu"))
+    methods, default, notice = _methods(hub, "ivf")
+    assert "TGIF" not in methods and default == "laplacian"
+    assert "tgif_ivf.safetensors" in notice
+    with pytest.raises(gr.Error, match="TGIF model for IVF is missing"):
+        _run(hub)
+
+
+# ----------------------------------------------------------------------------------------- analysis
+
+
+def test_analyze_gives_maps_classes_and_a_drafted_caption(hub):
+    result = analyze_source(hub, str(IR), "ivf", str(VI), 1)
+    image, boxes = result.detection
+    assert image.shape == (240, 320, 3) and image.dtype == np.uint8
+    assert all(len(box) == 4 and isinstance(label, str) for box, label in boxes)
+    seg_image, regions = result.segmentation
+    assert regions and all(mask.shape == (240, 320) for mask, _ in regions)
+    assert result.classes.startswith("**Detected:**")
+    assert "infrared" in result.caption and len(result.caption) > 40
+    assert "template drafter" in result.caption_note
+    assert analyze_source(hub, None, "ivf", None, 1) is None
+
+
+def test_analyze_warns_when_sizes_differ(hub, tmp_path):
+    small = tmp_path / "small.png"
+    gr_image = (load_image(VI).pixels[:100, :120] * 255).astype(np.uint8)
+    from PIL import Image
+
+    Image.fromarray(gr_image).save(small)
+    with pytest.warns(UserWarning, match="differ in size"):
+        analyze_source(hub, str(IR), "ivf", str(small), 1)
+
+
+def test_corrupt_upload_is_a_clear_error(hub, tmp_path):
+    bad = tmp_path / "scan.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    with pytest.raises(gr.Error, match="scan.png"):
+        user_errors(analyze_source)(hub, str(bad), "ivf", None, 1)
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(gr.Error, match="empty.jpg"):
+        user_errors(run_fusion)(hub, str(IR), str(empty), "ivf", "", "", True, "laplacian", False, 1)
+
+
+def test_gpt_failure_falls_back_and_never_shows_the_key(app_env, monkeypatch):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{port}/v1")
+    hub = ModelHub(AppConfig(output_dir=app_env / "out3", captioner="gpt", device="cpu"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = analyze_source(hub, str(IR), "ivf", None, 1)
+    assert result.caption_note.startswith("⚠️ GPT could not caption")
+    assert "template" in result.caption_note and result.caption
+    shown = result.caption_note + result.caption + " ".join(str(w.message) for w in caught)
+    assert KEY not in shown and KEY[8:20] not in shown
+
+
+# ----------------------------------------------------------------------------------------- fusion
+
+
+def test_baseline_run_scores_match_an_independent_computation(hub):
+    out = _run(hub, method="laplacian", use_text=False)
+    pair = load_pair(IR, VI, task="ivf")
+    expected = compute_metrics(gray_levels_of(baseline_fuse(pair, "laplacian")), gray_levels_of(pair.a.pixels),
+                               gray_levels_of(pair.b.pixels))
+    row = out.table.set_index("Method").loc["laplacian"]
+    for name, value in expected.items():
+        assert row[name] == pytest.approx(round(value, 3), abs=1e-9)
+    assert list(out.table["Method"]) == ["laplacian", "average", "max"]
+
+
+def test_tgif_run_writes_full_resolution_png_json_and_csv(hub):
+    out = _run(hub, captions=("a person walks on the road at night", "a car on the left"))
+    png, js, cs = (Path(p) for p in out.files)
+    assert png.suffix == ".png" and js.suffix == ".json" and cs.suffix == ".csv"
+    saved = load_image(png).pixels
+    assert saved.shape == (240, 320, 3)  # IR grey + visible colour -> colour result at source size
+    np.testing.assert_array_equal((saved * 255).round().astype(np.uint8), out.fused)
+    record = json.loads(js.read_text())
+    assert record["captions"] == ["a person walks on the road at night", "a car on the left"]
+    assert record["method"] == "TGIF" and record["use_text"] is True
+    assert set(record["metrics"]) == {"TGIF", "average", "max", "laplacian"}
+    # the metrics in the record are those of the saved file
+    pair = load_pair(IR, VI)
+    rescored = compute_metrics(read_gray_levels(png), gray_levels_of(pair.a.pixels), gray_levels_of(pair.b.pixels))
+    for name, value in rescored.items():
+        assert record["metrics"]["TGIF"][name] == pytest.approx(value, rel=1e-9)
+    with cs.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["method"] for r in rows] == ["TGIF", "average", "max", "laplacian"]
+    assert float(rows[0]["EN"]) == pytest.approx(record["metrics"]["TGIF"]["EN"], abs=1e-6)
+    assert out.error_1.shape[1] == 320 and out.error_1.shape[0] > 240  # map + its colour-scale strip
+    assert "Run 1: TGIF" in out.summary
+
+
+def test_empty_captions_are_drafted_and_reported(hub):
+    out = _run(hub, captions=("", "  "))
+    drafted = analyze_source(hub, str(IR), "ivf", None, 1).caption
+    assert out.run["captions"][0] == drafted
+    assert "visible" in out.run["captions"][1]
+    record = json.loads(Path(out.files[1]).read_text())
+    assert record["caption_authors"] == ["template", "template"]
+
+
+def test_overlong_caption_is_cut_with_a_warning(hub):
+    long = "a very long caption about a person and a car " * 60
+    with pytest.warns(UserWarning, match="characters long"):
+        out = _run(hub, captions=(long, "a car"))
+    assert len(out.run["captions"][0]) == 2000
+
+
+def test_size_mismatch_needs_resize(hub, tmp_path):
+    from PIL import Image
+
+    other = tmp_path / "vi_small.png"
+    Image.fromarray(out_u8 := (load_image(VI).pixels[::2, ::2] * 255).round().astype(np.uint8)).save(other)
+    assert out_u8.shape[:2] == (120, 160)
+    with pytest.raises(gr.Error, match="Resize source 2 to source 1"):
+        _run(hub, path_2=other, method="max", use_text=False)
+    out = _run(hub, path_2=other, method="max", use_text=False, resize=True)
+    assert out.fused.shape[:2] == (240, 320)
+
+
+def test_missing_source_is_named(hub):
+    with pytest.raises(gr.Error, match=r"Source 2 \(visible\) is missing"):
+        _run(hub, path_2=None)
+
+
+def test_text_steers_and_compare_reports_exact_deltas(hub):
+    first = _run(hub, captions=("a person", "a car"), number=1)
+    second = _run(hub, use_text=False, number=2)
+    comparison = compare_runs(first.run, second.run)
+    table = comparison.table.set_index("Metric")
+    for name in ("EN", "SD", "SF", "AG", "VIF", "Qabf"):
+        expected = second.run["metrics"][name] - first.run["metrics"][name]
+        assert table.loc[name, "B − A"] == pytest.approx(round(expected, 4), abs=1e-9)
+    assert comparison.difference is not None and comparison.difference.shape[1] == 320
+    assert "text guidance off" in comparison.text
+    assert np.abs(first.fused.astype(int) - second.fused.astype(int)).max() > 0  # the text path changes the result
+    assert "Fuse twice" in compare_runs(first.run, None).text
+
+
+# ----------------------------------------------------------------------------------------- HTTP API
+
+
+@pytest.fixture(scope="module")
+def server(app_env, hub):
+    demo = build_demo(hub.config, hub)
+    _, url, _ = demo.queue().launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    yield url
+    demo.close()
+
+
+def test_api_analyze_and_fuse_and_compare(server):
+    client = Client(server, verbose=False)
+    det, seg, classes, caption, note = client.predict(handle_file(str(IR)), "ivf", handle_file(str(VI)),
+                                                      api_name="/analyze_1")
+    assert Path(det["image"]).is_file() and "infrared" in caption and "template" in note
+    outputs = client.predict(handle_file(str(IR)), handle_file(str(VI)), "ivf", caption, "a car on the left",
+                             True, "TGIF", False, "source 2", api_name="/fuse")
+    fused, view_1, view_2, slider, error_1, error_2, table, plot, summary, files, run_a, run_b = outputs
+    fused_pixels = load_image(fused).pixels
+    assert fused_pixels.shape == (240, 320, 3)
+    assert [Path(f).suffix for f in files] == [".png", ".json", ".csv"]
+    np.testing.assert_array_equal(fused_pixels, load_image(files[0]).pixels)  # lossless PNG through the API
+    assert len(slider) == 2 and Path(slider[1]).is_file()
+    assert table["headers"] == ["Method", "EN", "SD", "SF", "AG", "VIF", "Qabf"]
+    assert [row[0] for row in table["data"]] == ["TGIF", "average", "max", "laplacian"]
+    assert plot["type"] == "matplotlib" and "Run 1: TGIF" in summary
+    client.predict(handle_file(str(IR)), handle_file(str(VI)), "ivf", "", "", False, "TGIF", False, "source 1",
+                   api_name="/fuse")
+    image_a, image_b, difference, deltas, text = client.predict("Run 1 · TGIF", "Run 2 · TGIF (no text)",
+                                                                api_name="/compare")
+    assert Path(difference).is_file() and [r[0] for r in deltas["data"]] == ["EN", "SD", "SF", "AG", "VIF", "Qabf"]
+    assert "text guidance off" in text
+
+
+def test_api_reports_user_errors(server, tmp_path):
+    client = Client(server, verbose=False)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"junk")
+    with pytest.raises(Exception, match="broken.png"):
+        client.predict(handle_file(str(IR)), handle_file(str(bad)), "ivf", "", "", True, "laplacian", False,
+                       "source 2", api_name="/fuse")

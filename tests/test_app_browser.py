@@ -1,0 +1,109 @@
+"""The demo in a real browser: Debian's chromium driven by Playwright (no browser download).
+
+Uploads the bundled IVF pair, waits for the maps and drafted captions, edits a caption, clicks
+Fuse, and checks the result, the before/after slider, both error maps and the metric panel; then
+fuses again with text off and checks the A/B comparison. A full-page screenshot and the time from
+the Fuse click to the result go to ``$TGIF_SCREENSHOT_DIR`` (default: the test's temp folder).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+CHROMIUM = os.environ.get("TGIF_CHROMIUM", "/usr/bin/chromium")
+if not Path(CHROMIUM).exists() and not shutil.which(CHROMIUM):
+    pytest.skip(f"no chromium at {CHROMIUM} (install it with `apt-get install -y chromium`)", allow_module_level=True)
+playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+
+from app.config import AppConfig  # noqa: E402
+from app.layout import build_demo  # noqa: E402
+from tgif.perception.detection import default_detector_weights  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+#: ``TGIF_BROWSER_PAIR="ir.png,vi.png"`` times another IVF pair (e.g. a 640x480 MSRS pair).
+_PAIR = os.environ.get("TGIF_BROWSER_PAIR", "")
+IR, VI = ((Path(p) for p in _PAIR.split(",")) if _PAIR else
+          (ROOT / "assets" / "examples" / "ivf" / "ir.png", ROOT / "assets" / "examples" / "ivf" / "vi.png"))
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("browser")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TGIF_CACHE_DIR", str(tmp / "cache"))
+        mp.delenv("OPENAI_API_KEY", raising=False)
+        if not Path(default_detector_weights()).exists():
+            mp.setenv("TGIF_YOLO_WEIGHTS", "yolo11n.yaml")
+        demo = build_demo(AppConfig(output_dir=tmp / "out", captioner="template", device="cpu"))
+        _, url, _ = demo.queue().launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+        yield url
+        demo.close()
+
+
+def test_upload_edit_fuse_compare_in_chromium(app_url, tmp_path):
+    out_dir = Path(os.environ.get("TGIF_SCREENSHOT_DIR") or tmp_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    expect = playwright_api.expect
+    outside: list[str] = []
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(("http://127.0.0.1", "data:",
+                                                                                      "blob:")) else None)
+        page.goto(app_url, wait_until="load")
+        expect(page.locator("#fuse_btn")).to_be_visible(timeout=60_000)
+        expect(page.locator("#device")).to_contain_text("CPU")
+        page.locator("#source_1 input[type=file]").set_input_files(str(IR))
+        page.locator("#source_2 input[type=file]").set_input_files(str(VI))
+        caption_1 = page.locator("#caption_1 textarea")
+        caption_2 = page.locator("#caption_2 textarea")
+        expect(caption_1).to_have_value(re.compile("infrared"), timeout=120_000)
+        expect(caption_2).to_have_value(re.compile("visible"), timeout=120_000)
+        expect(page.locator("#detections_1 img").first).to_be_visible()
+        expect(page.locator("#segmentation_2 img").first).to_be_visible()
+        expect(page.locator("#caption_note_1")).to_contain_text("template drafter")
+
+        caption_1.fill("A bright pedestrian walks along the road at night; keep the warm person sharp.")
+        started = time.perf_counter()
+        page.locator("#fuse_btn").click()
+        expect(page.locator("#fused img")).to_be_visible(timeout=120_000)
+        expect(page.locator("#metrics")).to_contain_text("laplacian", timeout=30_000)
+        first_seconds = time.perf_counter() - started
+        expect(page.locator("#slider img").first).to_be_visible()
+        expect(page.locator("#error_1 img")).to_be_visible()
+        expect(page.locator("#error_2 img")).to_be_visible()
+        expect(page.locator("#metrics")).to_contain_text("TGIF")
+        expect(page.locator("#metrics_plot img, #metrics_plot canvas, #metrics_plot svg").first).to_be_visible()
+        expect(page.locator("#summary")).to_contain_text("Run 1: TGIF")
+        expect(page.locator("#downloads")).to_contain_text(".png")
+
+        page.locator("#use_text input[type=checkbox]").uncheck()
+        started = time.perf_counter()
+        page.locator("#fuse_btn").click()
+        expect(page.locator("#summary")).to_contain_text("Run 2: TGIF (no text)", timeout=120_000)
+        second_seconds = time.perf_counter() - started
+        diff = page.locator("#compare_diff img")
+        expect(diff).to_have_count(1, timeout=30_000)
+        diff.scroll_into_view_if_needed()
+        expect(diff).to_be_visible()
+        expect(page.locator("#compare_table")).to_contain_text("VIF")
+        expect(page.locator("#compare_text")).to_contain_text("keep the warm person sharp")
+        shot = out_dir / "app_fuse.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    timing = {"pair": [IR.name, VI.name], "first_fuse_click_to_result_s": round(first_seconds, 2),
+              "second_fuse_click_to_result_s": round(second_seconds, 2)}
+    (out_dir / "app_fuse_timing.json").write_text(json.dumps(timing, indent=1))
+    assert shot.stat().st_size > 50_000
+    assert not outside, f"the page requested outside resources: {outside[:5]}"

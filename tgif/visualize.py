@@ -1,0 +1,142 @@
+"""Pictures for comparing fusions by eye: error maps, difference maps and metric bar charts.
+
+Everything here works on float images in [0, 1] and compares luminances (the fused channel),
+so a grey source and a colour result can be compared. Maps come back as uint8 RGB arrays with
+the colour scale burnt into a bar at the bottom, so a saved map still says what its colours mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import cv2
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+
+from tgif.io.color import luminance
+
+#: Default upper end of the error-map colour scale (an absolute luminance error, images in [0, 1]).
+ERROR_MAP_VMAX = 0.5
+
+
+def _as_luminance(image: np.ndarray) -> np.ndarray:
+    array = np.asarray(image, dtype=np.float32)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 3:
+        return luminance(array)
+    if array.ndim != 2:
+        raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {array.shape}")
+    return array
+
+
+def _check_same_shape(a: np.ndarray, b: np.ndarray) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"images differ in size: {a.shape[1]}x{a.shape[0]} vs {b.shape[1]}x{b.shape[0]}")
+
+
+def _scale_bar(width: int, cmap: str, left: str, right: str) -> np.ndarray:
+    """A (bar_height, width, 3) uint8 strip: the colour ramp with its end values written on it."""
+    height = max(14, min(28, width // 16))
+    ramp = matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, width))[:, :3]
+    bar = np.round(np.repeat(ramp[None], height, axis=0) * 255).astype(np.uint8)
+    scale = height / 40
+    for text, at_right in ((left, False), (right, True)):
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        x = width - tw - 3 if at_right else 3
+        y = (height + th) // 2
+        cv2.putText(bar, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(bar, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return bar
+
+
+def colorize_scalar(values: np.ndarray, vmin: float, vmax: float, cmap: str) -> np.ndarray:
+    """Map a float (H, W) array to uint8 RGB with a matplotlib colour map over [vmin, vmax] (clipped)."""
+    if vmax <= vmin:
+        raise ValueError(f"vmax ({vmax}) must be above vmin ({vmin})")
+    normalised = np.clip((np.asarray(values, np.float64) - vmin) / (vmax - vmin), 0.0, 1.0)
+    return np.round(matplotlib.colormaps[cmap](normalised)[..., :3] * 255).astype(np.uint8)
+
+
+def error_map(fused: np.ndarray, source: np.ndarray, vmax: float = ERROR_MAP_VMAX, cmap: str = "inferno",
+              scale_bar: bool = True) -> np.ndarray:
+    """|F − S| on luminance as a colour-mapped uint8 RGB image.
+
+    Args:
+        fused, source: float images in [0, 1], grey (H, W) or colour (H, W, 3), same size.
+        vmax: error shown at the top of the scale (larger errors saturate); a fixed scale keeps maps
+            of different runs comparable.
+        scale_bar: append a strip showing the colour scale (0 to vmax).
+    """
+    f, s = _as_luminance(fused), _as_luminance(source)
+    _check_same_shape(f, s)
+    rgb = colorize_scalar(np.abs(f - s), 0.0, vmax, cmap)
+    if scale_bar:
+        rgb = np.concatenate([rgb, _scale_bar(rgb.shape[1], cmap, "0", f"{vmax:g}+")], axis=0)
+    return rgb
+
+
+def difference_map(first: np.ndarray, second: np.ndarray, vmax: float | None = None, cmap: str = "coolwarm",
+                   scale_bar: bool = True) -> tuple[np.ndarray, float]:
+    """Signed luminance difference ``second − first`` as a diverging colour map (blue: darker, red: brighter).
+
+    Args:
+        first, second: float images in [0, 1], same size.
+        vmax: half-width of the symmetric scale; by default the 99.5th percentile of |difference|
+            (at least 1/255), so that small text-driven changes stay visible.
+
+    Returns:
+        (uint8 RGB map, the vmax used).
+    """
+    a, b = _as_luminance(first), _as_luminance(second)
+    _check_same_shape(a, b)
+    diff = b - a
+    if vmax is None:
+        vmax = max(float(np.percentile(np.abs(diff), 99.5)), 1.0 / 255.0)
+    rgb = colorize_scalar(diff, -vmax, vmax, cmap)
+    if scale_bar:
+        rgb = np.concatenate([rgb, _scale_bar(rgb.shape[1], cmap, f"-{vmax:.3g}", f"+{vmax:.3g}")], axis=0)
+    return rgb, vmax
+
+
+def metrics_figure(table: Mapping[str, Mapping[str, float]], highlight: str | None = None,
+                   metrics: Sequence[str] | None = None, title: str | None = None) -> Figure:
+    """One small bar chart per metric (their scales differ), one bar per method.
+
+    Args:
+        table: ``{method: {metric: value}}`` in display order.
+        highlight: method drawn in a strong colour (others grey-blue).
+        metrics: which metrics to plot (default: those of the first row, in order).
+    """
+    if not table:
+        raise ValueError("no rows to plot")
+    methods = list(table)
+    names = list(metrics) if metrics is not None else list(next(iter(table.values())))
+    columns = min(3, len(names))
+    rows = (len(names) + columns - 1) // columns
+    fig = Figure(figsize=(3.2 * columns, 2.4 * rows))  # not pyplot: nothing to close, no global registry
+    axes = fig.subplots(rows, columns, squeeze=False)
+    colours = ["#d95f02" if m == highlight else "#7f9fbf" for m in methods]
+    for index, name in enumerate(names):
+        ax = axes[index // columns][index % columns]
+        values = [float(table[m].get(name, np.nan)) for m in methods]
+        bars = ax.bar(range(len(methods)), values, color=colours)
+        ax.set_title(f"{name} (higher is better)", fontsize=9)
+        ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right", fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+        finite = [v for v in values if np.isfinite(v)]
+        if finite:
+            low, high = min(finite), max(finite)
+            pad = (high - low) * 0.25 or abs(high) * 0.05 or 1.0
+            ax.set_ylim(max(0.0, low - pad) if low >= 0 else low - pad, high + pad)
+        for bar, value in zip(bars, values):
+            if np.isfinite(value):
+                ax.annotate(f"{value:.2f}", (bar.get_x() + bar.get_width() / 2, value), ha="center",
+                            va="bottom", fontsize=7)
+    for index in range(len(names), rows * columns):
+        axes[index // columns][index % columns].axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
