@@ -91,3 +91,19 @@ def test_fuser_errors(run, tmp_path) -> None:
 
     with pytest.raises(CheckpointMismatchError, match="fake:words"):
         TGIFFuser(checkpoint, text_encoder=OtherEncoder())
+
+
+def test_export_logs_thins_the_training_log(tmp_path):
+    from tgif.train.loop import export_logs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [f"{step},{1.0 / step:.6f},0,0,0,0.0001,{step * 0.1:.1f}" for step in range(1, 1001)]
+    (run / "log.csv").write_text("step,total,int,grad,ssim,lr,seconds\n" + "\n".join(rows) + "\n")
+    (run / "val.csv").write_text("step,EN\n500,6.1\n1000,6.2\n")
+    train, val = export_logs(run, tmp_path / "logs", "tgif_ivf", max_rows=100)
+    kept = train.read_text().splitlines()
+    assert kept[0].startswith("step,total") and len(kept) == 1 + 100 + 1  # every 10th step, plus the last
+    steps = [int(line.split(",")[0]) for line in kept[1:]]
+    assert steps[:2] == [1, 11] and steps[-2:] == [991, 1000]
+    assert val.read_text() == "step,EN\n500,6.1\n1000,6.2\n"

@@ -197,3 +197,95 @@ def bench_fuse(weights: str | None = None, repeat: int = 3,
                 raise RuntimeError(f"fuse benchmark at {width}x{height} on {device} failed: {proc.stderr[-500:]}")
             results[device][f"{width}x{height}"] = json.loads(proc.stdout.strip().splitlines()[-1])
     return results
+
+
+PIPELINE_STAGES: tuple[str, ...] = ("detection", "segmentation", "caption", "text", "network", "metrics")
+
+_PIPELINE_CHILD = """
+import json, sys
+from tgif.bench import _pipeline_in_process
+print(json.dumps(_pipeline_in_process(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])))
+"""
+
+
+def _pipeline_in_process(width: int, height: int, repeat: int, weights: str, device: str) -> dict[str, float]:
+    """Stage latencies (median seconds) of the whole pipeline on one pair, and the process's peak memory."""
+    import resource
+
+    import torch
+
+    from tgif.captions import CaptionInput, build_captioner
+    from tgif.io.color import luminance
+    from tgif.metrics import compute_metrics
+    from tgif.perception import Perceiver
+    from tgif.model.checkpoint import read_metadata
+    from tgif.pipeline import TGIFFuser, default_weights, text_encoder_for
+
+    visible = _bench_image(width, height)
+    infrared = np.repeat((255 - visible.mean(-1, keepdims=True)).astype(np.uint8), 3, axis=-1)
+    perceiver = Perceiver(cache=False)
+    path = weights or str(default_weights("ivf"))
+    encoder = text_encoder_for(read_metadata(path).text_encoder, device=device)
+    encoder = getattr(encoder, "encoder", encoder)  # time the encoder itself, not its feature cache
+    fuser = TGIFFuser(path, device=device, perceiver=perceiver, captioner="template", text_encoder=encoder)
+    captioner = build_captioner("template")
+    sources = (infrared, visible)
+    perceiver.perceive(infrared)  # warm-up: model load and compilation
+    timings: dict[str, list[float]] = {stage: [] for stage in PIPELINE_STAGES}
+    for _ in range(repeat):
+        captions = []
+        start = time.perf_counter()
+        detections = [perceiver.detector.detect(s) for s in sources]
+        timings["detection"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        segmentations = [perceiver.segmenter.segment(s, d) for s, d in zip(sources, detections)]
+        timings["segmentation"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for source, det, seg, modality in zip(sources, detections, segmentations, ("infrared", "visible")):
+            captions.append(captioner.caption(CaptionInput(source, modality, "ivf", det, seg)).text)
+        timings["caption"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        text, mask = fuser.encode(*captions)
+        timings["text"].append(time.perf_counter() - start)
+        y_a, y_b = luminance(infrared.astype(np.float32) / 255), luminance(visible.astype(np.float32) / 255)
+        start = time.perf_counter()
+        fused, _ = fuser.fuse_luminance(y_a, y_b, text, mask)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        timings["network"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        compute_metrics(np.round(fused * 255), np.round(y_a * 255), np.round(y_b * 255))
+        timings["metrics"].append(time.perf_counter() - start)
+    result = {stage: statistics.median(values) for stage, values in timings.items()}
+    result["total"] = sum(result.values())
+    result["peak_mib"] = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
+                          else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return result
+
+
+def bench_pipeline(weights: str | None = None, repeat: int = 3, sizes: tuple[tuple[int, int], ...] = FUSE_SIZES,
+                   devices: tuple[str, ...] | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """Per-stage latency of the whole pipeline on an IVF pair, per size and device.
+
+    Stages: detection and classic segmentation (both sources), template captions, text encoding
+    (no feature cache), the network, and the six metrics. Each size runs in a fresh process; on
+    CPU ``peak_mib`` is that process's peak resident memory (models included), on CUDA the peak
+    allocated GPU memory. Perception always runs on the CPU (OpenVINO export).
+    """
+    import json
+    import subprocess
+    import sys
+
+    import torch
+
+    devices = devices or (("cpu", "cuda") if torch.cuda.is_available() else ("cpu",))
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for device in devices:
+        results[device] = {}
+        for width, height in sizes:
+            proc = subprocess.run([sys.executable, "-c", _PIPELINE_CHILD, str(width), str(height), str(repeat),
+                                   weights or "", device], capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise RuntimeError(f"pipeline benchmark at {width}x{height} on {device} failed: {proc.stderr[-800:]}")
+            results[device][f"{width}x{height}"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return results

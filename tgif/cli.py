@@ -78,8 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_loading_options(metrics)
 
     ev = sub.add_parser("eval", help="evaluate methods over datasets (per-image CSV + mean table)")
-    ev.add_argument("--dataset", required=True, help="dataset name(s) in shared/data, comma list, a folder, or 'all'")
-    ev.add_argument("--method", default="laplacian",
+    ev.add_argument("--dataset", "--datasets", default=None,
+                    help="dataset name(s) in shared/data, comma list, a folder, or 'all'")
+    ev.add_argument("--tasks", default=None, help="instead of --dataset: every dataset of these tasks (comma list or 'all')")
+    ev.add_argument("--method", "--methods", default="laplacian",
                     help=f"method(s), comma list or 'all' ({', '.join(BASELINES)}, tgif, and tgif[empty], tgif[swapped],"
                          " tgif[none] for the caption-sensitivity variants)")
     ev.add_argument("--weights", default=None, help="TGIF checkpoint (default: weights/tgif_<dataset task>.safetensors)")
@@ -142,10 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("datasets", help="list the datasets found in the shared data folder")
 
     bench = sub.add_parser("bench", help="print timings")
-    bench.add_argument("target", choices=["metrics", "perception", "fuse"], help="what to time")
+    bench.add_argument("target", choices=["metrics", "perception", "fuse", "pipeline"], help="what to time")
     bench.add_argument("--weights", default=None, help="fuse: a TGIF checkpoint (default: random weights, same cost)")
     bench.add_argument("--size", default="640x480", help="WIDTHxHEIGHT (default: 640x480)")
     bench.add_argument("--repeat", type=int, default=5, help="runs per measurement; the median is printed")
+
+    res = sub.add_parser("results", help="regenerate docs/RESULTS.md and docs/figures (all tables, figures, speed)")
+    res.add_argument("--docs", default="docs", help="folder for RESULTS.md and figures/ (default: docs)")
+    res.add_argument("--out", default="results", help="per-image CSVs and fused images (default: results)")
+    res.add_argument("--dataset", default=None, help="only these datasets (comma list; default: all)")
+    res.add_argument("--limit", type=int, default=None, help="only the first N pairs of each dataset (quick check)")
+    res.add_argument("--no-bench", action="store_true", help="skip the speed benchmark")
+    res.add_argument("--no-progress", action="store_true")
     return parser
 
 
@@ -238,9 +248,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from tgif.baselines import BASELINES, get_baseline
     from tgif.evaluation import evaluate, markdown_table
     from tgif.io import list_datasets
+    from tgif.io.datasets import dataset_task
+    from tgif.io.pair import TASKS
     from tgif.metrics import resolve_metric_names
+    from tgif.parallel import is_main
 
-    datasets = list_datasets() if args.dataset.strip().lower() == "all" else _split(args.dataset)
+    if bool(args.dataset) == bool(args.tasks):
+        raise TgifError("give --dataset or --tasks (one of them)")
+    if args.tasks:
+        tasks = set(TASKS) if args.tasks.strip().lower() == "all" else set(_split(args.tasks))
+        unknown = tasks - set(TASKS)
+        if unknown:
+            raise TgifError(f"unknown task(s) {', '.join(sorted(unknown))}; choose from {', '.join(TASKS)} or all")
+        datasets = [d for d in list_datasets() if dataset_task(d) in tasks]
+    else:
+        datasets = list_datasets() if args.dataset.strip().lower() == "all" else _split(args.dataset)
     if not datasets:
         raise TgifError("no datasets found; set TGIF_SHARED to the folder holding data/")
     methods = list(BASELINES) if args.method.strip().lower() == "all" else _split(args.method)
@@ -255,12 +277,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             fuse_fn = _tgif_eval_fn(dataset, method, args.weights, fusers) if method.startswith("tgif") else None
             results.append(evaluate(dataset, method, fuse_fn=fuse_fn, metrics=names, out_dir=args.out,
                                     limit=args.limit, progress=not args.no_progress))
+        if not is_main():  # under torchrun rank 0 reports
+            continue
         for result in results:
             if args.per_image and result.csv_path is not None:
                 print(f"\n# {result.dataset} / {result.method}")
                 print(result.csv_path.read_text().rstrip())
         print()
         print(markdown_table(results))
+        if args.out:
+            from tgif.results import write_summary
+
+            print(f"mean table: {write_summary(results, Path(args.out) / results[0].dataset / 'summary.csv')}")
         for result in results:
             print(f"per-image CSV: {result.csv_path}")
     return 0
@@ -271,6 +299,7 @@ def _cmd_caption(args: argparse.Namespace) -> int:
     from tgif.captions.dataset import caption_dataset, caption_image, caption_record, modality_name, save_maps
     from tgif.io import load_image
     from tgif.io.datasets import TASK_MODALITIES
+    from tgif.parallel import is_main
     from tgif.perception import Perceiver, YoloDetector, build_segmenter
 
     if args.mode not in CAPTION_MODES:
@@ -287,7 +316,8 @@ def _cmd_caption(args: argparse.Namespace) -> int:
         new, skipped = caption_dataset(args.dataset, args.out, perceiver=perceiver, captioner=captioner,
                                        mode=args.mode, task=args.task, maps_dir=args.maps, limit=args.limit,
                                        progress=not args.no_progress)
-        print(f"captioned {new} images, skipped {skipped} already in {args.out}")
+        if is_main():
+            print(f"captioned {new} images, skipped {skipped} already in {args.out}")
         return 0
     if len(args.sources) > 2:
         raise TgifError("give at most two source images")
@@ -374,6 +404,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = save_tgif(args.out or default_weights(args.task), model, meta.text_encoder, meta.task, meta.steps,
                     extra=meta.extra, half=True)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.2f} MiB, {meta.steps} steps, text encoder {meta.text_encoder})")
+    from tgif.train.loop import export_logs
+
+    for path in export_logs(source.parent, out.parent / "logs", out.stem):
+        print(f"wrote {path}")
     return 0
 
 
@@ -407,6 +441,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             for size, row in by_size.items():
                 print(f"  {device:<5} {size:>10}  {row['seconds'] * 1000:9.1f} ms  peak {row['peak_mib']:8.1f} MiB")
         return 0
+    if args.target == "pipeline":
+        from tgif.bench import PIPELINE_STAGES, bench_pipeline
+
+        print(f"whole pipeline per IVF pair (median of {args.repeat}; both sources perceived and captioned):")
+        print("  device       size  " + "".join(f"{s:>13}" for s in (*PIPELINE_STAGES, "total")) + "     peak MiB")
+        for device, by_size in bench_pipeline(args.weights, repeat=args.repeat).items():
+            for size, row in by_size.items():
+                cells = "".join(f"{row[s] * 1000:10.0f} ms" for s in (*PIPELINE_STAGES, "total"))
+                print(f"  {device:<6} {size:>10}  {cells}  {row['peak_mib']:9.0f}")
+        return 0
     if args.target == "perception":
         print(f"perception per image on {width}x{height} (median of {args.repeat} runs after one warm-up, CPU):")
         for backend, stages in bench_perception(width, height, repeat=args.repeat).items():
@@ -421,9 +465,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_results(args: argparse.Namespace) -> int:
+    from tgif.results import ResultsSettings, build_results
+
+    settings = ResultsSettings(docs_dir=Path(args.docs), results_dir=Path(args.out),
+                               datasets=_split(args.dataset) if args.dataset else None, limit=args.limit,
+                               bench=not args.no_bench, progress=not args.no_progress)
+    from tgif.parallel import is_main
+
+    path = build_results(settings, log=lambda message: print(f"tgif results: {message}", flush=True)
+                         if is_main() else None)
+    if is_main():
+        print(f"wrote {path}")
+    return 0
+
+
 COMMANDS = {"fuse": _cmd_fuse, "metrics": _cmd_metrics, "eval": _cmd_eval, "caption": _cmd_caption,
             "pack": _cmd_pack, "train": _cmd_train, "export": _cmd_export, "datasets": _cmd_datasets,
-            "bench": _cmd_bench}
+            "bench": _cmd_bench, "results": _cmd_results}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

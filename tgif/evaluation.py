@@ -25,6 +25,7 @@ from tgif.io.datasets import list_pairs, resolve_dataset
 from tgif.io.image import save_image
 from tgif.io.pair import ImagePair
 from tgif.metrics import compute_metrics, gray_levels_of, read_gray_levels, resolve_metric_names
+from tgif.parallel import gather, is_main, shard
 
 if TYPE_CHECKING:
     from tgif.pipeline import TGIFFuser
@@ -100,16 +101,21 @@ def evaluate(
             None keeps the images in a temporary folder and writes no CSV.
         limit: evaluate only the first ``limit`` pairs (sorted by id).
         progress: show a tqdm progress bar.
+
+    Under ``torchrun`` the pairs are split between the processes (:mod:`tgif.parallel`); every
+    process returns all rows, in id order, and only rank 0 writes the CSV.
     """
     names = resolve_metric_names(metrics)
     folder = resolve_dataset(dataset)
     fuse = fuse_fn if fuse_fn is not None else get_baseline(method).fuse
     pairs = list_pairs(folder)[: limit if limit else None]
+    order = {files.id: index for index, files in enumerate(pairs)}
     label = label or method
     result = EvalResult(folder.name, label, names)
     with tempfile.TemporaryDirectory(prefix="tgif-eval-") as tmp:
         image_dir = Path(out_dir) / folder.name / label if out_dir is not None else Path(tmp)
-        for files in tqdm(pairs, desc=f"{folder.name} / {label}", unit="pair", disable=not progress):
+        mine = shard(pairs)  # under torchrun each process takes a share; alone, all of them
+        for files in tqdm(mine, desc=f"{folder.name} / {label}", unit="pair", disable=not progress or not is_main()):
             pair = files.load()
             start = time.perf_counter()
             fused = fuse(pair)
@@ -119,7 +125,8 @@ def evaluate(
                 read_gray_levels(saved), gray_levels_of(pair.a.pixels), gray_levels_of(pair.b.pixels), names
             )
             result.rows.append({"id": files.id, **scores, "fuse_s": seconds})
-    if out_dir is not None:
+    result.rows = sorted(gather(result.rows), key=lambda row: order[str(row["id"])])
+    if out_dir is not None and is_main():
         result.write_csv(Path(out_dir) / folder.name / f"{label}.csv")
     return result
 
@@ -148,7 +155,10 @@ def markdown_table(results: list[EvalResult], digits: int = 2) -> str:
     return "\n".join(lines)
 
 
-CAPTION_VARIANTS: tuple[str, ...] = ("true", "empty", "swapped", "none")
+CAPTION_VARIANTS: tuple[str, ...] = ("true", "empty", "swapped", "absent", "none")
+#: The ``absent`` variant's caption: objects and conditions no test scene has (``{modality}`` filled in).
+ABSENT_CAPTION = ("A bright, high-contrast {modality} image of a sunny beach: two dogs run past a red boat on the "
+                  "left and a bicycle leans on a palm tree on the right, all in sharp focus.")
 CAPTIONS_DIR = Path(__file__).resolve().parents[1] / "assets" / "captions" / "data"
 
 
@@ -158,14 +168,15 @@ def tgif_fuse_fn(dataset: str | os.PathLike, fuser: "TGIFFuser", variant: str = 
 
     Args:
         variant: ``true`` (each pair's own captions), ``empty`` (two empty captions), ``swapped``
-            (the captions of the next pair in id order, i.e. of another scene) or ``none`` (the
-            network's no-text path).
+            (the captions of the next pair in id order, i.e. of another scene), ``absent``
+            (:data:`ABSENT_CAPTION`: objects that are not in the scene) or ``none`` (the network's
+            no-text path).
         captions_file: caption JSONL (default ``assets/captions/data/<dataset>.jsonl``); when it
             is missing, captions are drafted from the maps.
     """
     if variant not in CAPTION_VARIANTS:
         raise ValueError(f"caption variant must be one of {CAPTION_VARIANTS}, got {variant!r}")
-    from tgif.captions.dataset import read_caption_file
+    from tgif.captions.dataset import modality_name, read_caption_file
     from tgif.io.datasets import dataset_modalities
 
     folder = resolve_dataset(dataset)
@@ -180,6 +191,9 @@ def tgif_fuse_fn(dataset: str | os.PathLike, fuser: "TGIFFuser", variant: str = 
             return fuser.fuse(pair, use_text=False).image
         if variant == "empty":
             return fuser.fuse(pair, captions=("", "")).image
+        if variant == "absent":
+            names = (modality_name(mod_a), modality_name(mod_b))
+            return fuser.fuse(pair, captions=tuple(ABSENT_CAPTION.format(modality=n) for n in names)).image
         source_id = ids[(ids.index(pair.id) + 1) % len(ids)] if variant == "swapped" else pair.id
         if stored is not None:
             captions = (stored[(source_id, mod_a)], stored[(source_id, mod_b)])

@@ -24,6 +24,7 @@ from tgif.captions.base import MODALITY_NAMES, Caption, Captioner, CaptionInput
 from tgif.errors import DatasetError
 from tgif.io.datasets import IMAGE_SUFFIXES, dataset_task, resolve_dataset
 from tgif.io.image import as_rgb_uint8, load_image
+from tgif.parallel import barrier, shard, world
 from tgif.perception.pipeline import Perceiver, Perception
 
 logger = logging.getLogger(__name__)
@@ -161,6 +162,9 @@ def caption_dataset(dataset: str | os.PathLike, out_path: str | os.PathLike, *, 
         maps_dir: when given, the maps are written as ``<maps_dir>/<modality>/<id>_{detection,segmentation}.png``.
         limit: caption at most this many new images.
 
+    Under ``torchrun`` each process captions a share into ``<out>.part<rank>``; rank 0 then appends
+    the parts to ``out``.
+
     Returns:
         (images captioned now, images skipped because already done).
     """
@@ -168,12 +172,18 @@ def caption_dataset(dataset: str | os.PathLike, out_path: str | os.PathLike, *, 
     task = task or dataset_task(folder) or "mff"
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    rank, size = world()
     done = _done_keys(out)
+    for part in _part_files(out):  # left by an interrupted torchrun job
+        done |= _done_keys(part)
     todo = [(m, i, p) for m, i, p in dataset_images(folder) if (i, m) not in done]
     if limit is not None:
         todo = todo[:limit]
-    with out.open("a") as handle:
-        for modality, image_id, path in tqdm(todo, desc=f"caption {folder.name}", unit="img", disable=not progress):
+    mine = shard(todo)
+    target = out if size == 1 else out.with_name(f"{out.name}.part{rank}")
+    with target.open("a") as handle:
+        for modality, image_id, path in tqdm(mine, desc=f"caption {folder.name}", unit="img",
+                                             disable=not progress or rank != 0):
             image = load_image(path, on_large="downscale")
             source = caption_image(image.pixels, modality=modality_name(modality), task=task, perceiver=perceiver,
                                    captioner=captioner, mode=mode)
@@ -184,4 +194,23 @@ def caption_dataset(dataset: str | os.PathLike, out_path: str | os.PathLike, *, 
                 record["maps"] = save_maps(source, Path(maps_dir) / modality, image_id)
             handle.write(json.dumps(record) + "\n")
             handle.flush()
+    if size > 1:
+        barrier()
+        if rank == 0:
+            _merge_parts(out)
+        barrier()
+    elif _part_files(out):
+        _merge_parts(out)
     return len(todo), len(done)
+
+
+def _part_files(out: Path) -> list[Path]:
+    return sorted(out.parent.glob(f"{out.name}.part*"))
+
+
+def _merge_parts(out: Path) -> None:
+    """Append the per-process part files of a torchrun job to ``out`` and remove them."""
+    with out.open("a") as handle:
+        for part in _part_files(out):
+            handle.write(part.read_text())
+            part.unlink()

@@ -144,6 +144,27 @@ def _truncate_csv(path: Path, last_step: int) -> None:
         writer.writerows(kept)
 
 
+def export_logs(run_dir: str | os.PathLike, out_dir: str | os.PathLike, stem: str,
+                max_rows: int = 2000) -> list[Path]:
+    """Copy a run's ``log.csv`` (thinned to ``max_rows`` evenly spaced steps, plus the last step)
+    and ``val.csv`` to ``<out_dir>/<stem>_train.csv`` and ``<stem>_val.csv``, small enough to commit."""
+    run, out = Path(run_dir), Path(out_dir)
+    written: list[Path] = []
+    if not (run / "log.csv").exists():
+        return written
+    out.mkdir(parents=True, exist_ok=True)
+    lines = (run / "log.csv").read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    stride = max(1, -(-len(rows) // max_rows))
+    kept = rows[::stride] + ([rows[-1]] if rows and (len(rows) - 1) % stride else [])
+    (out / f"{stem}_train.csv").write_text("\n".join([header, *kept]) + "\n")
+    written.append(out / f"{stem}_train.csv")
+    if (run / "val.csv").exists():
+        (out / f"{stem}_val.csv").write_text((run / "val.csv").read_text())
+        written.append(out / f"{stem}_val.csv")
+    return written
+
+
 def plot_curves(run_dir: str | os.PathLike) -> Path | None:
     """Draw ``log.csv`` (losses) and ``val.csv`` (metrics) of a run into ``curves.png``."""
     import matplotlib

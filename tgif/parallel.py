@@ -1,0 +1,65 @@
+"""Data-parallel batch jobs under ``torchrun``: one process per GPU (or CPU worker), each taking a shard.
+
+Without torchrun (no ``WORLD_SIZE`` > 1 in the environment) every function is the identity for a
+single process, so the same code runs unchanged on one CPU. Under torchrun the process group is
+started once (NCCL with CUDA, else Gloo) and each process pins its own GPU (``LOCAL_RANK``).
+
+Example::
+
+    torchrun --nproc_per_node 4 -m tgif eval --dataset all --method tgif,laplacian
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); starts the process group on first use under torchrun."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def is_main() -> bool:
+    """True in the process that writes shared outputs (rank 0, or the only process)."""
+    return world()[0] == 0
+
+
+def shard(items: Sequence[T]) -> list[T]:
+    """This process's share of ``items``: every ``world``-th item starting at its rank (balanced by position)."""
+    rank, size = world()
+    return list(items[rank::size])
+
+
+def gather(items: list[T]) -> list[T]:
+    """Every process's ``items`` concatenated in rank order (all processes get the whole list)."""
+    rank, size = world()
+    if size == 1:
+        return list(items)
+    import torch.distributed as dist
+
+    parts: list[list[T] | None] = [None] * size
+    dist.all_gather_object(parts, items)
+    return [item for part in parts for item in (part or [])]
+
+
+def barrier() -> None:
+    """Wait for every process (no-op for one process)."""
+    if world()[1] > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
