@@ -283,3 +283,11 @@ def test_api_reports_user_errors(server, tmp_path):
     with pytest.raises(Exception, match="broken.png"):
         client.predict(handle_file(str(IR)), handle_file(str(bad)), "ivf", "", "", True, "laplacian", False,
                        "source 2", api_name="/fuse")
+
+
+def test_huge_images_are_downscaled_with_a_notice(app_env):
+    hub = ModelHub(AppConfig(output_dir=app_env / "out4", captioner="template", device="cpu", max_pixels=20_000))
+    with pytest.warns(UserWarning, match="downscal"):
+        out = _run(hub, method="laplacian", use_text=False)
+    height, width = out.fused.shape[:2]
+    assert height * width <= 20_000 and abs(width / height - 320 / 240) < 0.05
