@@ -180,21 +180,28 @@ def bench_fuse(weights: str | None = None, repeat: int = 3,
     Each size runs in a fresh process, so the CPU peak (growth of the resident set during the
     forward passes, in MiB) is not hidden by an earlier, larger run. Text: 150 random tokens.
     """
+    return _per_size_in_child_processes("fuse", _FUSE_CHILD, weights, repeat, sizes)
+
+
+def _per_size_in_child_processes(what: str, child: str, weights: str | None, repeat: int,
+                                 sizes: tuple[tuple[int, int], ...],
+                                 devices: tuple[str, ...] | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """Run ``child`` (a script printing one JSON line) once per device and size, each in a fresh process."""
     import json
     import subprocess
     import sys
 
     import torch
 
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = devices or (("cpu", "cuda") if torch.cuda.is_available() else ("cpu",))
     results: dict[str, dict[str, dict[str, float]]] = {}
     for device in devices:
         results[device] = {}
         for width, height in sizes:
-            proc = subprocess.run([sys.executable, "-c", _FUSE_CHILD, str(width), str(height), str(repeat),
+            proc = subprocess.run([sys.executable, "-c", child, str(width), str(height), str(repeat),
                                    weights or "", device], capture_output=True, text=True, check=False)
             if proc.returncode != 0:
-                raise RuntimeError(f"fuse benchmark at {width}x{height} on {device} failed: {proc.stderr[-500:]}")
+                raise RuntimeError(f"{what} benchmark at {width}x{height} on {device} failed: {proc.stderr[-800:]}")
             results[device][f"{width}x{height}"] = json.loads(proc.stdout.strip().splitlines()[-1])
     return results
 
@@ -272,20 +279,4 @@ def bench_pipeline(weights: str | None = None, repeat: int = 3, sizes: tuple[tup
     CPU ``peak_mib`` is that process's peak resident memory (models included), on CUDA the peak
     allocated GPU memory. Perception always runs on the CPU (OpenVINO export).
     """
-    import json
-    import subprocess
-    import sys
-
-    import torch
-
-    devices = devices or (("cpu", "cuda") if torch.cuda.is_available() else ("cpu",))
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    for device in devices:
-        results[device] = {}
-        for width, height in sizes:
-            proc = subprocess.run([sys.executable, "-c", _PIPELINE_CHILD, str(width), str(height), str(repeat),
-                                   weights or "", device], capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                raise RuntimeError(f"pipeline benchmark at {width}x{height} on {device} failed: {proc.stderr[-800:]}")
-            results[device][f"{width}x{height}"] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return results
+    return _per_size_in_child_processes("pipeline", _PIPELINE_CHILD, weights, repeat, sizes, devices)
