@@ -245,7 +245,9 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
             raise gr.Error(f"The TGIF model for {task.upper()} is missing ({hub.weights(task).name}); "
                            "pick a classic method or add the weights.")
         progress(0.1, desc="Loading the TGIF model")
+        start = time.perf_counter()
         fuser = hub.fuser(task)
+        seconds["model"] = time.perf_counter() - start
         use_text = bool(use_text) and fuser.uses_text
         if use_text:
             progress(0.2, desc="Checking captions")

@@ -138,5 +138,8 @@ def metrics_figure(table: Mapping[str, Mapping[str, float]], highlight: str | No
         axes[index // columns][index % columns].axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    # Fixed margins in inches (tight_layout measured every label and took ~0.3 s per chart).
+    height = 2.4 * rows
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.62 / height, top=1 - (0.5 if title else 0.3) / height,
+                        hspace=0.9, wspace=0.28)
     return fig
