@@ -181,9 +181,7 @@ def analyze_source(hub: ModelHub, path: str | None, task_value: str, other_path:
 class FusionOutputs:
     """Everything one Fuse click shows."""
 
-    fused: np.ndarray
-    source_1: np.ndarray
-    source_2: np.ndarray
+    fused: np.ndarray  # 8-bit; the same pixels as ``run["png"]`` (source views: ``run["sources"]``)
     error_1: np.ndarray
     error_2: np.ndarray
     table: pd.DataFrame
@@ -312,7 +310,7 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
         "captions": captions, "use_text": use_text, "method": label, "metrics": scores[label],
         "sources": [_save_view(folder / f"source_{i + 1}.png", v) for i, v in enumerate(source_views)],
     }
-    return FusionOutputs(to_uint8(fused), source_views[0], source_views[1], errors[0], errors[1],
+    return FusionOutputs(to_uint8(fused), errors[0], errors[1],
                          metric_table(scores), figure, summary, [str(p) for p in files.values()], run)
 
 

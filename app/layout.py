@@ -207,9 +207,11 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
                              resize_on, number, progress=progress)
             history = [*history, out.run][-config.history:]
             choices = [run["label"] for run in history]
-            before = out.source_1 if slider_source == SLIDER_CHOICES[0] else out.source_2
+            # The run's PNG files already hold these pixels: hand gradio the paths, not arrays to encode again.
+            fused_png, (view_1_png, view_2_png) = out.run["png"], out.run["sources"]
+            before = view_1_png if slider_source == SLIDER_CHOICES[0] else view_2_png
             previous = choices[-2] if len(choices) > 1 else None
-            return (out.fused, out.source_1, out.source_2, (before, out.fused), out.error_1, out.error_2,
+            return (fused_png, view_1_png, view_2_png, (before, fused_png), out.error_1, out.error_2,
                     out.table, out.figure, out.summary, out.files, history,
                     gr.update(choices=choices, value=previous), gr.update(choices=choices, value=choices[-1]))
 

@@ -16,6 +16,7 @@ from tgif.results import (
     build_results,
     comparison_table,
     output_change,
+    standing,
 )
 
 
@@ -86,3 +87,18 @@ def test_results_on_msrs_test_include_ablation_sensitivity_and_figures(data_root
     assert (figures / "distribution_msrs_test.png").exists()
     if any(ABLATION_DIR.glob("tgif_ivf_*.safetensors")):
         assert "## Ablation (paper Table 5)" in text and (figures / "ablation.png").exists()
+
+
+def test_standing_counts_wins_per_method_per_metric_best_and_published_rows():
+    metrics = ("EN", "SD", "SF", "AG", "VIF", "Qabf")
+    ours = _result("tgif", {m: [2.0, 2.0] for m in metrics})
+    lap = _result("laplacian", {m: [3.0 if m in ("SD", "AG") else 1.0] * 2 for m in metrics})
+    top = _result("max", {m: [3.0 if m == "Qabf" else 1.0] * 2 for m in metrics})
+    variant = _result("tgif[empty]", {m: [9.0, 9.0] for m in metrics})  # a TGIF variant is not a competitor
+    lines = standing([ours, lap, top, variant], {"TGIF (paper)": (1.0, 1.0, 1.0, 1.0, 1.0, 5.0)}).splitlines()
+    assert lines[0].startswith("- vs laplacian: ahead on 4 of 6 (EN, SF, VIF, Qabf); EN +1.00, SD -1.00")
+    assert lines[1].startswith("- vs max: ahead on 5 of 6 (EN, SD, SF, AG, VIF);")
+    assert lines[2].startswith("- vs the best of them per metric: ahead on 3 of 6 (EN, SF, VIF);")
+    assert lines[3].startswith("- vs *TGIF (paper)*: ahead on 5 of 6 (EN, SD, SF, AG, VIF);") and lines[3].endswith("Qabf -3.00")
+    assert len(lines) == 4
+    assert standing([lap, top]) == ""  # no TGIF row, nothing to say

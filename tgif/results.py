@@ -26,6 +26,7 @@ from tgif.evaluation import EvalResult, evaluate, tgif_fuse_fn
 from tgif.io.datasets import dataset_task, list_datasets, list_pairs, resolve_dataset
 from tgif.io.image import load_image
 from tgif.metrics import PAPER_METRICS
+from tgif.model.checkpoint import read_metadata
 from tgif.parallel import is_main
 from tgif.visualize import error_map, metrics_figure
 
@@ -127,6 +128,29 @@ def comparison_table(results: Sequence[EvalResult], paper: dict[str, Row] | None
     for label, values, std in rows:
         cells = [_fmt(values[m], std[m] if std else None, round(values[m], 2) == best[m]) for m in names]
         lines.append(f"| {label if std else '*' + label + '*'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def standing(results: Sequence[EvalResult], paper: dict[str, Row] | None = None, ours: str = "tgif") -> str:
+    """Markdown bullets: where ``ours`` beats or trails each other method, the best other method per metric,
+    and each published row, metric by metric (means, compared at full precision)."""
+    names = PAPER_METRICS
+    by_method = {r.method: r.mean() for r in results}
+    if ours not in by_method:
+        return ""
+    mine = by_method[ours]
+    others = {m: v for m, v in by_method.items() if m != ours and "[" not in m}
+
+    def verdict(label: str, theirs: dict[str, float]) -> str:
+        ahead = [m for m in names if mine[m] > theirs[m]]
+        deltas = ", ".join(f"{m} {mine[m] - theirs[m]:+.2f}" for m in names)
+        return f"- vs {label}: ahead on {len(ahead)} of {len(names)} ({', '.join(ahead) or 'none'}); {deltas}"
+
+    lines = [verdict(label, values) for label, values in others.items()]
+    if len(others) > 1:
+        best = {m: max(values[m] for values in others.values()) for m in names}
+        lines.append(verdict("the best of them per metric", best))
+    lines += [verdict(f"*{label}*", dict(zip(names, row, strict=True))) for label, row in (paper or {}).items()]
     return "\n".join(lines)
 
 
@@ -301,7 +325,11 @@ def build_results(settings: ResultsSettings | None = None,
         if not present:
             continue
         sections.append(f"### {title}\n\n{note}\n")
-        sections += [comparison_table(by_dataset[d], PAPER_ROWS.get(d)) + "\n" for d in present]
+        for d in present:
+            sections.append(comparison_table(by_dataset[d], PAPER_ROWS.get(d)) + "\n")
+            summary = standing(by_dataset[d], PAPER_ROWS.get(d))
+            if summary:
+                sections.append(f"TGIF on {d}, mean against mean:\n\n{summary}\n")
     listed = {d for _, names, _ in TABLES for d in names}
     others = [d for d in by_dataset if d not in listed]
     if others:
@@ -311,15 +339,21 @@ def build_results(settings: ResultsSettings | None = None,
     ablation_md, sensitivity_md = "", ""
     if "msrs_test" in by_dataset:
         ablation: dict[str, dict[str, float]] = {}
+        budgets: dict[str, int] = {}
         for key, label, variant, captions in ABLATION_RUNS:
             path = ABLATION_DIR / f"tgif_ivf_{key}.safetensors"
             if path.exists():
                 log(f"ablation: {label}")
+                budgets[label] = read_metadata(path).steps
                 fuse = tgif_fuse_fn(resolve_dataset("msrs_test"), fuser_for(path), variant, captions)
                 ablation[label] = evaluate("msrs_test", f"ablation-{key}", fuse_fn=fuse, **opts).mean()
         if ablation:
             paper = {k: v for k, v in PAPER_ABLATION.items()}
-            ablation_md = _paper_rows_table("msrs_test, same budget and seed", ablation, paper)
+            if len(set(budgets.values())) == 1:
+                title = f"msrs_test, {next(iter(budgets.values())):,} steps each, same seed"
+            else:  # say so rather than hide it
+                title = "msrs_test, UNEQUAL budgets: " + ", ".join(f"{k} {v:,}" for k, v in budgets.items())
+            ablation_md = _paper_rows_table(title, ablation, paper)
             _save(metrics_figure(ablation, highlight="full", metrics=PAPER_METRICS,
                                  title="Ablation on msrs_test (same training budget and seed)"),
                   figures / "ablation.png")
