@@ -143,7 +143,7 @@ def standing(results: Sequence[EvalResult], paper: dict[str, Row] | None = None,
 
     def verdict(label: str, theirs: dict[str, float]) -> str:
         ahead = [m for m in names if mine[m] > theirs[m]]
-        deltas = ", ".join(f"{m} {mine[m] - theirs[m]:+.2f}" for m in names)
+        deltas = ", ".join(f"{m} {mine[m] - theirs[m]:+.{3 if m in ('VIF', 'Qabf') else 2}f}" for m in names)
         return f"- vs {label}: ahead on {len(ahead)} of {len(names)} ({', '.join(ahead) or 'none'}); {deltas}"
 
     lines = [verdict(label, values) for label, values in others.items()]
