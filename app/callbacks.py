@@ -164,6 +164,8 @@ def analyze_source(hub: ModelHub, path: str | None, task_value: str, other_path:
     rgb = fit_within(as_rgb_uint8(source.pixels), PERCEPTION_MAX_SIDE)
     drafted = caption_image(rgb, modality=MODALITY_NAMES[folders[which - 1]], task=task,
                             perceiver=hub.perceiver(), captioner=hub.captioner())
+    for note in drafted.perception.notes:
+        gr.Warning(_clean(note))
     if drafted.caption.fallback_reason:
         gr.Warning(describe_caption_source(drafted.caption))
     counts = drafted.perception.detections.counts()
@@ -210,9 +212,11 @@ def _prepare_captions(hub: ModelHub, pair: ImagePair, task: str, folders: tuple[
         if not text:
             source = (pair.a, pair.b)[index]
             rgb = fit_within(as_rgb_uint8(source.pixels), PERCEPTION_MAX_SIDE)
-            drafted = caption_image(rgb, modality=MODALITY_NAMES[folders[index]], task=task,
-                                    perceiver=hub.perceiver(), captioner=hub.captioner()).caption
-            text, authors[index] = drafted.text, drafted.captioner
+            captioned = caption_image(rgb, modality=MODALITY_NAMES[folders[index]], task=task,
+                                      perceiver=hub.perceiver(), captioner=hub.captioner())
+            for note in captioned.perception.notes:
+                gr.Warning(_clean(note))
+            text, authors[index] = captioned.caption.text, captioned.caption.captioner
             gr.Info(f"Caption {index + 1} was empty, so one was drafted: “{text[:80]}…”")
         captions[index] = text
     return captions, authors

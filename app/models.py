@@ -75,7 +75,9 @@ class ModelHub:
         with self._lock:
             if self._perceiver is None:
                 segmenter = build_segmenter(self.config.segmenter, device=self.device)
-                self._perceiver = Perceiver(segmenter=segmenter)
+                # Offline without detector weights the app still works: segmentation-only maps and captions,
+                # with a warning (Perception.notes) instead of an error.
+                self._perceiver = Perceiver(segmenter=segmenter, detector_optional=True)
             return self._perceiver
 
     def captioner(self) -> Captioner:

@@ -119,6 +119,19 @@ def test_analyze_gives_maps_classes_and_a_drafted_caption(hub):
     assert analyze_source(hub, None, "ivf", None, 1) is None
 
 
+def test_offline_without_detector_weights_still_drafts_and_fuses(app_env, monkeypatch):
+    monkeypatch.setenv("TGIF_YOLO_WEIGHTS", str(app_env / "missing_openvino_model"))
+    monkeypatch.setenv("TGIF_CACHE_DIR", str(app_env / "cache-offline"))
+    offline = ModelHub(AppConfig(output_dir=app_env / "out-offline", captioner="template", device="cpu"))
+    with pytest.warns(UserWarning, match="No object detection .*segmentation only"):
+        result = analyze_source(offline, str(IR), "ivf", None, 1)
+    assert result.detection[1] == [] and result.segmentation[1]  # no boxes, regions still drawn
+    assert "no objects" in result.classes and "infrared" in result.caption
+    with pytest.warns(UserWarning, match="No object detection"):
+        out = _run(offline)  # empty captions are drafted the same way; the fusion runs
+    assert out.fused.shape == (240, 320, 3) and "infrared" in out.run["captions"][0]
+
+
 def test_analyze_warns_when_sizes_differ(hub, tmp_path):
     small = tmp_path / "small.png"
     gr_image = (load_image(VI).pixels[:100, :120] * 255).astype(np.uint8)

@@ -218,6 +218,22 @@ def test_cache_key_depends_on_pixels_and_corrupt_entries_are_recomputed(tmp_path
     assert detector.calls == 3
 
 
+def test_optional_detector_failure_gives_segmentation_only_and_a_note(tmp_path, rng) -> None:
+    image, _, box = scene_with_object(rng)
+    missing = YoloDetector(str(tmp_path / "nope_openvino_model"))
+    with pytest.raises(DetectorError, match="not found"):
+        Perceiver(missing, "classic", cache=False).perceive(image)
+    cache = tmp_path / "cache"
+    result = Perceiver(missing, "classic", cache=cache, detector_optional=True).perceive(image)
+    assert len(result.detections) == 0 and result.detections.model == "none"
+    assert len(result.notes) == 1 and "not found" in result.notes[0] and "segmentation only" in result.notes[0]
+    assert result.segmentation.regions and result.segmentation_map.shape == (120, 160, 3)
+    assert not list(cache.rglob("meta.json"))  # a degraded result is not cached
+    detector = FixedDetector(box)  # with a working detector the same call has no note and is cached
+    healthy = Perceiver(detector, "classic", cache=cache, detector_optional=True).perceive(image)
+    assert healthy.notes == [] and len(healthy.detections) == 1 and list(cache.rglob("meta.json"))
+
+
 def test_perceiver_accepts_grey_and_float_images(tmp_path, rng) -> None:
     image, _, box = scene_with_object(rng)
     grey = image.mean(axis=-1) / 255.0
