@@ -27,7 +27,7 @@ from app.models import ModelHub
 from tgif import __version__
 from tgif.baselines import BASELINES
 from tgif.captions.base import MODALITY_NAMES, Caption
-from tgif.captions.dataset import caption_image
+from tgif.captions.dataset import CaptionedSource, caption_image
 from tgif.captions.redact import scrub
 from tgif.errors import PairSizeError, TgifError
 from tgif.io.image import SourceImage, as_rgb_uint8, describe_size, fit_within, load_image, save_image, to_uint8
@@ -146,6 +146,16 @@ def _annotations(rgb: np.ndarray, perception: Perception) -> tuple[tuple, tuple]
     return (rgb, boxes), (rgb, regions)
 
 
+def _draft(hub: ModelHub, pixels: np.ndarray, folder: str, task: str) -> tuple[np.ndarray, CaptionedSource]:
+    """Perceive a source (at most PERCEPTION_MAX_SIDE) and draft its caption; what perception lacked is a warning."""
+    rgb = fit_within(as_rgb_uint8(pixels), PERCEPTION_MAX_SIDE)
+    drafted = caption_image(rgb, modality=MODALITY_NAMES[folder], task=task, perceiver=hub.perceiver(),
+                            captioner=hub.captioner())
+    for note in drafted.perception.notes:
+        gr.Warning(_clean(note))
+    return rgb, drafted
+
+
 def analyze_source(hub: ModelHub, path: str | None, task_value: str, other_path: str | None,
                    which: int) -> Analysis | None:
     """Detect, segment and draft a caption for one uploaded source; None when no image is given."""
@@ -161,11 +171,7 @@ def analyze_source(hub: ModelHub, path: str | None, task_value: str, other_path:
                            " tick “Resize source 2 to source 1” before fusing.")
         except TgifError:
             pass  # the other image reports its own problem in its own handler
-    rgb = fit_within(as_rgb_uint8(source.pixels), PERCEPTION_MAX_SIDE)
-    drafted = caption_image(rgb, modality=MODALITY_NAMES[folders[which - 1]], task=task,
-                            perceiver=hub.perceiver(), captioner=hub.captioner())
-    for note in drafted.perception.notes:
-        gr.Warning(_clean(note))
+    rgb, drafted = _draft(hub, source.pixels, folders[which - 1], task)
     if drafted.caption.fallback_reason:
         gr.Warning(describe_caption_source(drafted.caption))
     counts = drafted.perception.detections.counts()
@@ -210,12 +216,7 @@ def _prepare_captions(hub: ModelHub, pair: ImagePair, task: str, folders: tuple[
                        f"only its first {MAX_CAPTION_CHARS} are used.")
             text = text[:MAX_CAPTION_CHARS]
         if not text:
-            source = (pair.a, pair.b)[index]
-            rgb = fit_within(as_rgb_uint8(source.pixels), PERCEPTION_MAX_SIDE)
-            captioned = caption_image(rgb, modality=MODALITY_NAMES[folders[index]], task=task,
-                                      perceiver=hub.perceiver(), captioner=hub.captioner())
-            for note in captioned.perception.notes:
-                gr.Warning(_clean(note))
+            _, captioned = _draft(hub, (pair.a, pair.b)[index].pixels, folders[index], task)
             text, authors[index] = captioned.caption.text, captioned.caption.captioner
             gr.Info(f"Caption {index + 1} was empty, so one was drafted: “{text[:80]}…”")
         captions[index] = text
