@@ -38,6 +38,7 @@ from tgif.captions import (
 )
 from tgif.captions.gpt import normalize_answer
 from tgif.captions.redact import scrub
+from tgif.captions.scene import describe_regions
 from tgif.captions.template import MAX_WORDS
 from tgif.captions.wording import counted, plural, position_phrase
 from tgif.errors import UnknownNameError
@@ -283,6 +284,11 @@ def test_build_messages_images_per_mode(mode):
     assert all(image.shape == (H, W, 3) for image in images)
 
 
+def test_prompt_says_the_detector_was_unavailable_rather_than_that_nothing_was_found():
+    text = prompt_text(_inputs(detections=Detections([], (W, H), model="none")), "full")
+    assert "Detector output: unavailable" in text and "no objects detected" not in text
+
+
 def test_prompt_text_names_modality_task_and_asks_for_the_right_things():
     text = prompt_text(_inputs(modality="infrared", task="ivf"), "full")
     for phrase in (
@@ -343,14 +349,17 @@ def test_template_names_classes_counts_and_positions():
     assert "two cars on the left" in text
     assert "a person in the centre" in text
     assert "a traffic light at the top right" in text
-    assert text.startswith("A ") and "infrared image for infrared-visible image fusion" in text
+    # objects with positions come first, so the network (which reads a caption's first tokens) reads them
+    assert text.startswith("It shows two cars on the left") and text.endswith("infrared image.")
     assert "Segmentation" not in text
 
 
 def test_template_describes_regions():
     text = TemplateCaptioner().caption(_inputs(), "image+segmentation").text
     assert "three object regions and three scene regions" in text  # classes come from the detector
-    assert "three object regions (two cars and a person)" in TemplateCaptioner().caption(_inputs(), "full").text
+    assert "three object regions (two cars and a person)" in describe_regions(_segmentation(), name_classes=True)
+    full = TemplateCaptioner().caption(_inputs(), "full").text
+    assert full.startswith("It shows") and "Segmentation" not in full  # 50 words: the regions sentence goes first
     assert "44% of the frame in the centre and 33% at the bottom" in text
     assert "traffic light" not in text
 
@@ -370,6 +379,26 @@ def test_template_mode_none_is_empty():
 def test_template_reports_no_detections():
     empty = Detections([], (W, H))
     assert "No objects are detected." in TemplateCaptioner().caption(_inputs(detections=empty), "full").text
+
+
+def test_template_claims_nothing_about_objects_without_a_detector():
+    unavailable = Detections([], (W, H), model="none")  # what a Perceiver(detector_optional=True) gives offline
+    text = TemplateCaptioner().caption(_inputs(detections=unavailable), "full").text
+    assert "No objects" not in text and "It shows" not in text
+    assert text.startswith("A ") and "Segmentation shows" in text
+
+
+def test_template_captions_fit_the_token_budget_with_room_for_a_phrase():
+    from tgif.text import CAPTION_TOKENS, build_text_encoder
+
+    labels = ["car", "person", "bicycle", "dog", "traffic light", "bus", "truck", "umbrella"]
+    items = [Detection((x, y, x + 10, y + 10), labels[i % 8], 0.9 - i / 100)
+             for i, (x, y) in enumerate(np.random.default_rng(1).integers(0, 100, (24, 2)).tolist())]
+    scene = [Region(np.random.default_rng(i).random((H, W)) < 0.1) for i in range(12)]
+    inputs = _inputs(detections=Detections(items, (W, H)), segmentation=Segmentation(scene, (W, H)))
+    text = TemplateCaptioner().caption(inputs, "full").text
+    phrase = " Highlight the person at the bottom left."
+    assert build_text_encoder("minilm").token_count(text + phrase) <= CAPTION_TOKENS
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -404,7 +433,7 @@ def test_template_brightness_contrast_sharpness_words(rng):
     assert dark_text.startswith("A dark,") and "bright" not in dark_text
     assert bright_text.startswith("A bright,") and "dark" not in bright_text
     assert "high-contrast, sharp" in captioner.caption(_inputs(_texture(rng)), "image").text
-    assert flat_text == "A moderately lit, low-contrast, blurry infrared image for infrared-visible image fusion."
+    assert flat_text == "A moderately lit, low-contrast, blurry infrared image."
 
 
 @pytest.mark.parametrize(
@@ -420,7 +449,7 @@ def test_template_mff_names_the_sharper_part(blurred, expected, rng):
     image[blurred] = cv2.GaussianBlur(image, (0, 0), 4)[blurred]
     text = TemplateCaptioner().caption(_inputs(image, task="mff", modality="near-focus"), "image").text
     assert text.endswith(expected)
-    assert "near-focus image for multi-focus image fusion" in text
+    assert "near-focus image." in text
 
 
 def test_template_mff_even_focus(rng):

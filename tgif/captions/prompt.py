@@ -15,6 +15,7 @@ from tgif.captions.base import CaptionInput
 from tgif.captions.encoding import png_data_url
 from tgif.captions.modes import mode_inputs, task_name
 from tgif.captions.scene import summarize_detections, summarize_regions
+from tgif.perception.types import NO_DETECTOR
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,9 @@ def prompt_text(inputs: CaptionInput, mode: str) -> str:
         lines.append("Attached, in order: " + "; ".join(names) + ".")
     if allowed.detection and inputs.detections is not None:
         caveat = " (a COCO detector for everyday scenes: ignore these classes in a medical scan)" if inputs.task == "mif" else ""
-        lines.append("Detector output" + caveat + ": " + summarize_detections(inputs.detections) + ".")
+        found = ("unavailable (no detector could run; say nothing about which objects are or are not there)"
+                 if inputs.detections.model == NO_DETECTOR else summarize_detections(inputs.detections))
+        lines.append("Detector output" + caveat + ": " + found + ".")
     if allowed.segmentation and inputs.segmentation is not None:
         lines.append("Segmenter output: " + summarize_regions(inputs.segmentation, name_classes=allowed.detection) + ".")
     return "\n".join(lines)

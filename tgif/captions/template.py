@@ -1,10 +1,13 @@
 """An offline, deterministic captioner that writes a caption from templates.
 
-The caption opens with the image's quality and role ("A dim, high-contrast, sharp infrared image
-for infrared-visible image fusion."), then, as the mode allows, what the detector found, what the
-segmenter found, and a task-specific remark (MEF: clipped areas; MFF: the sharper part; MIF: the
-share of the frame the scan fills). It stays under :data:`MAX_WORDS` words by leaving out the
-least important sentences first.
+The caption opens with what the detector found, with positions ("It shows a person on the left
+and two cars at the bottom."), as the mode allows; then the image's quality and modality ("A dim,
+high-contrast, sharp infrared image."), what the segmenter found, and a task-specific remark (MEF:
+clipped areas; MFF: the sharper part; MIF: the share of the frame the scan fills). It stays under
+:data:`MAX_WORDS` words by leaving out the least important sentences first, so that the network,
+which reads the first :data:`tgif.text.CAPTION_TOKENS` tokens of a caption, reads the objects
+first and a phrase a user appends too. When no detector could run, the caption says nothing about
+objects (it never claims that none were found).
 """
 
 from __future__ import annotations
@@ -16,14 +19,15 @@ from tgif.captions.modes import ModeInputs, mode_inputs, task_name
 from tgif.captions.quality import CLIP_MENTION, ImageQuality, measure
 from tgif.captions.scene import describe_detections, describe_regions
 from tgif.captions.wording import percent
+from tgif.perception.types import NO_DETECTOR
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE_VERSION = "tgif-template-v2"
-MAX_WORDS = 60
+TEMPLATE_VERSION = "tgif-template-v3"
+MAX_WORDS = 50
 
 # Sentence priorities: lower is kept longer when the caption must be shortened.
-_OPENING, _DETECTIONS, _TASK_REMARK, _REGIONS = range(4)
+_DETECTIONS, _OPENING, _TASK_REMARK, _REGIONS = range(4)
 
 
 class TemplateCaptioner:
@@ -38,24 +42,25 @@ class TemplateCaptioner:
         Raises UnknownNameError for an unknown mode or task.
         """
         allowed = mode_inputs(mode)
-        task = task_name(inputs.task)
-        text = _compose(inputs, task, allowed) if allowed.image else ""
+        task_name(inputs.task)  # raises UnknownNameError for an unknown task
+        text = _compose(inputs, allowed) if allowed.image else ""
         return Caption(text=text, captioner=self.name, prompt_version=self.prompt_version, mode=mode)
 
     def __repr__(self) -> str:
         return "TemplateCaptioner()"
 
 
-def _compose(inputs: CaptionInput, task: str, allowed: ModeInputs) -> str:
+def _compose(inputs: CaptionInput, allowed: ModeInputs) -> str:
     quality = measure(inputs.image, ignore_black_background=inputs.task == "mif")
     modality = inputs.modality.strip() or "source"
     adjectives = f"{quality.brightness_word}, {quality.contrast_word}, {quality.sharpness_word}"
-    sentences = [(_OPENING, f"A {adjectives} {modality} image for {task}.")]
+    sentences = []
     # a COCO detector names nothing real in a medical scan ("zebra", "frisbee"): MIF captions skip its classes
     use_detections = allowed.detection and inputs.task != "mif"
-    if use_detections and inputs.detections is not None:
+    if use_detections and inputs.detections is not None and inputs.detections.model != NO_DETECTOR:
         found = describe_detections(inputs.detections)
         sentences.append((_DETECTIONS, f"It shows {found}." if found else "No objects are detected."))
+    sentences.append((_OPENING, f"A {adjectives} {modality} image."))
     if allowed.segmentation and inputs.segmentation is not None:
         sentences.append((_REGIONS, describe_regions(inputs.segmentation, name_classes=use_detections)))
     remark = _task_remark(inputs.task, quality)

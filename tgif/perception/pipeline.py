@@ -14,7 +14,7 @@ from tgif.perception.cache import PerceptionCache, image_key
 from tgif.perception.detection import DetectorError, YoloDetector
 from tgif.perception.rendering import draw_detections, draw_segmentation
 from tgif.perception.segmentation import Segmenter, build_segmenter
-from tgif.perception.types import Detections, Segmentation
+from tgif.perception.types import NO_DETECTOR, Detections, Segmentation
 
 logger = logging.getLogger(__name__)
 
@@ -105,5 +105,5 @@ class Perceiver:
             if not self.detector_optional:
                 raise
             logger.warning("going on without detections: %s", exc)
-            return (Detections([], (rgb.shape[1], rgb.shape[0]), model="none"),
+            return (Detections([], (rgb.shape[1], rgb.shape[0]), model=NO_DETECTOR),
                     [f"No object detection ({exc}); the maps and caption use segmentation only."])

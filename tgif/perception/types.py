@@ -37,6 +37,10 @@ class Detection:
         return max(0.0, x2 - x1) * max(0.0, y2 - y1)
 
 
+#: ``Detections.model`` when no detector could be loaded or run (perception went on with segmentation only).
+NO_DETECTOR = "none"
+
+
 @dataclass
 class Detections:
     """All detections of one image.

@@ -28,6 +28,9 @@ TEXT_ENCODERS: dict[str, Callable[..., TextEncoder]] = {
     "clip": ClipTextEncoder,
 }
 DEFAULT_TEXT_ENCODER = "minilm"
+#: Tokens per caption (special tokens included) that new checkpoints are trained to read: a drafted caption
+#: (at most ~76 MiniLM tokens) plus a phrase a user appends. Older checkpoints record 48 in their metadata.
+CAPTION_TOKENS = 96
 
 
 def build_text_encoder(
@@ -61,6 +64,7 @@ def build_text_encoder(
 
 
 __all__ = [
+    "CAPTION_TOKENS",
     "DEFAULT_TEXT_ENCODER",
     "TEXT_ENCODERS",
     "Blip2TextEncoder",

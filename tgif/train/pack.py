@@ -29,11 +29,11 @@ pairs together (default 1: e.g. each of the 750 small MSRS frames weighs 201/750
 Validation: a few pairs per task are held out (default 4 ids spread evenly over ``msrs_train`` for
 IVF, ``mef_train`` for MEF and ``mff_train`` for MFF).
 
-Size: a GPU call carries at most 64 MiB, so :data:`PACK_PRESETS` shrinks the large packs. IVF
-(951 pairs, 1892 distinct captions) would take ~99 MiB of raw uint8 planes and ~88 MiB of float16
-tokens; its preset stores JPEG (quality 90) planes and int8 tokens cut to 48 per caption (~50 MiB).
-MFF (271 pairs, half of its bytes synthetic) uses JPEG 90 planes and int8 tokens (none cut); MEF stays
-lossless (PNG planes, float16 tokens).
+Size: :data:`PACK_PRESETS` keeps the large packs small. IVF (951 pairs, 1892 distinct captions) would
+take ~99 MiB of raw uint8 planes and ~88 MiB of float16 tokens; its preset stores JPEG (quality 90) planes
+and int8 tokens. Every preset keeps :data:`tgif.text.CAPTION_TOKENS` tokens per caption, more than a drafted
+caption has (the first packs cut IVF captions to 48). MFF (271 pairs, half of its bytes synthetic) uses
+JPEG 90 planes and int8 tokens; MEF stays lossless (PNG planes, float16 tokens).
 
 Layout (a dict): ``format``, ``task``, ``text_encoder`` (the encoder's name), ``text_dim``,
 ``max_tokens``, ``text_dtype``, ``image_codec``, ``crop_source_max_side``; ``planes`` (list of encoded
@@ -67,7 +67,7 @@ from tgif.captions.dataset import read_caption_file
 from tgif.errors import DatasetError, UnknownNameError
 from tgif.io import PairFiles, list_pairs, load_image, luminance, to_uint8
 from tgif.io.image import fit_within
-from tgif.text import TextEncoder, build_text_encoder
+from tgif.text import CAPTION_TOKENS, TextEncoder, build_text_encoder
 from tgif.train.synthetic import make_multifocus_pair, pair_seed
 
 logger = logging.getLogger(__name__)
@@ -100,16 +100,16 @@ class PackSettings:
     """How a pack is stored (see the module docstring)."""
 
     crop_source_max_side: int = 640
-    max_tokens: int = 96
+    max_tokens: int = CAPTION_TOKENS
     text_dtype: str = "float16"
     image_codec: str = "png"
     auxiliary_weight: float = 1.0
     synthetic_per_image: int = 2
 
 
-#: Per-task defaults, chosen so that each pack stays well under the 64 MiB a GPU call may carry.
+#: Per-task storage defaults (compact planes and tokens for the two large packs).
 PACK_PRESETS: dict[str, PackSettings] = {
-    "ivf": PackSettings(max_tokens=48, text_dtype="int8", image_codec="jpeg:90"),
+    "ivf": PackSettings(text_dtype="int8", image_codec="jpeg:90"),
     "mef": PackSettings(),
     "mff": PackSettings(text_dtype="int8", image_codec="jpeg:90"),
 }
