@@ -6,6 +6,7 @@
     tgif caption SRC1 SRC2 --task ivf [--out-dir DIR]
     tgif caption --dataset msrs_test --out captions.jsonl
     tgif pack --task ivf && tgif train --task ivf --steps 2000
+    tgif train --task ivf --config configs/ivf_steer.yaml && tgif steer --weights runs/ivf_steer/last.safetensors
     tgif datasets
     tgif bench metrics
 
@@ -136,6 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from <out>/last_state.pt")
     tr.add_argument("--no-progress", action="store_true")
 
+    st = sub.add_parser("steer", help="steering benchmark: does naming an object in a caption bring it out, "
+                                      "there only?")
+    st.add_argument("--weights", default=None,
+                    help="TGIF checkpoint(s), comma list (default: weights/tgif_ivf.safetensors)")
+    st.add_argument("--dataset", default="msrs_test", help="IVF dataset name or folder (default: msrs_test)")
+    st.add_argument("--phrasings", default=None,
+                    help="file of phrasings, one per line with {label} and {position} (default: the held-out set)")
+    st.add_argument("--captions", default=None, help="caption JSONL of the dataset (default: assets/captions/data)")
+    st.add_argument("--limit", type=int, default=None, help="at most N pairs")
+    st.add_argument("--csv", default=None, help="write the per-pair rows here (one file per checkpoint: stem added)")
+    st.add_argument("--json", action="store_true", help="print the report as JSON")
+    st.add_argument("--medians-only", action="store_true", help="print only the medians")
+    st.add_argument("--no-progress", action="store_true")
+
     ex = sub.add_parser("export", help="store a run's checkpoint (fp16) as the task's weights")
     ex.add_argument("--task", required=True, choices=["ivf", "mef", "mff"])
     ex.add_argument("--run", default=None, help="run folder (default: runs/<task>)")
@@ -145,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="print timings")
     bench.add_argument("target", choices=["metrics", "perception", "fuse", "pipeline"], help="what to time")
-    bench.add_argument("--weights", default=None, help="fuse: a TGIF checkpoint (default: random weights, same cost)")
+    bench.add_argument("--weights", default=None,
+                       help="fuse: TGIF checkpoint(s), comma list: each timed in turn, ratios to the first "
+                            "(default: random weights, same cost)")
     bench.add_argument("--size", default="640x480", help="WIDTHxHEIGHT (default: 640x480)")
     bench.add_argument("--repeat", type=int, default=5, help="runs per measurement; the median is printed")
 
@@ -375,6 +392,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from tgif.train.loop import TrainSettings, train
 
     values: dict = _load_settings_file(args.config) if args.config else {}
+    if values.get("objective") == "steer":
+        return _train_steering(args, values)
     known = {f.name for f in fields(TrainSettings)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -392,6 +411,47 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise TgifError(f"training pack {values['pack']} not found; build it with: tgif pack --task {args.task}")
     checkpoint = train(TrainSettings(**values), resume=args.resume, progress=not args.no_progress)
     print(f"checkpoint: {checkpoint}")
+    return 0
+
+
+def _train_steering(args: argparse.Namespace, values: dict) -> int:
+    """``tgif train --config configs/ivf_steer.yaml``: fine-tune a checkpoint with the steering objective."""
+    from tgif.train.steer import load_steer_settings, train_steering
+
+    flags = {"out_dir": args.out, "steps": args.steps, "batch_size": args.batch_size, "crop": args.crop,
+             "lr": args.lr, "checkpoint_every": args.checkpoint_every, "seed": args.seed}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    values["task"] = args.task
+    values.setdefault("out_dir", f"runs/{args.task}_steer")
+    try:
+        settings = load_steer_settings(values)
+    except (TypeError, ValueError) as exc:
+        raise TgifError(f"{args.config}: {exc}") from None
+    if not Path(settings.init).is_file():
+        raise TgifError(f"{args.config}: the checkpoint to fine-tune, {settings.init}, was not found")
+    checkpoint = train_steering(settings, resume=args.resume, progress=not args.no_progress)
+    print(f"checkpoint: {checkpoint}")
+    return 0
+
+
+def _cmd_steer(args: argparse.Namespace) -> int:
+    from tgif.captions.steering import HELD_OUT_TEMPLATES, read_phrasings
+    from tgif.pipeline import default_weights
+    from tgif.steering import format_report, run_steer_benchmark, write_csv
+
+    phrasings = read_phrasings(args.phrasings) if args.phrasings else HELD_OUT_TEMPLATES
+    for weights in _split(args.weights) if args.weights else [str(default_weights("ivf"))]:
+        report = run_steer_benchmark(weights, args.dataset, phrasings, limit=args.limit, captions_file=args.captions,
+                                     progress=not args.no_progress)
+        if args.json:
+            print(json.dumps(report.to_json(), indent=2))
+        else:
+            print(format_report(report, per_pair=not args.medians_only))
+            print()
+        if args.csv:
+            csv_path = Path(args.csv)
+            written = write_csv(report, csv_path.with_name(f"{csv_path.stem}_{Path(weights).stem}{csv_path.suffix}"))
+            print(f"wrote {written}")
     return 0
 
 
@@ -437,9 +497,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise TgifError(f"--size must look like 640x480, got {args.size!r}") from exc
     if args.target == "fuse":
         print(f"TGIF network latency (median of {args.repeat} after a warm-up) and peak memory, 150 text tokens:")
-        for device, by_size in bench_fuse(args.weights, repeat=args.repeat).items():
-            for size, row in by_size.items():
-                print(f"  {device:<5} {size:>10}  {row['seconds'] * 1000:9.1f} ms  peak {row['peak_mib']:8.1f} MiB")
+        runs = [(w, bench_fuse(w, repeat=args.repeat)) for w in (_split(args.weights) if args.weights else [None])]
+        first = runs[0][1]
+        for weights, timings in runs:
+            print(f" {Path(weights).name if weights else 'random weights'}:")
+            for device, by_size in timings.items():
+                for size, row in by_size.items():
+                    ratio = row["seconds"] / first[device][size]["seconds"]
+                    versus = f"  {ratio:5.2f}x the first" if len(runs) > 1 else ""
+                    print(f"  {device:<5} {size:>10}  {row['seconds'] * 1000:9.1f} ms  peak {row['peak_mib']:8.1f} MiB"
+                          f"{versus}")
         return 0
     if args.target == "pipeline":
         from tgif.bench import PIPELINE_STAGES, bench_pipeline
@@ -481,7 +548,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"fuse": _cmd_fuse, "metrics": _cmd_metrics, "eval": _cmd_eval, "caption": _cmd_caption,
-            "pack": _cmd_pack, "train": _cmd_train, "export": _cmd_export, "datasets": _cmd_datasets,
+            "pack": _cmd_pack, "train": _cmd_train, "steer": _cmd_steer, "export": _cmd_export, "datasets": _cmd_datasets,
             "bench": _cmd_bench, "results": _cmd_results}
 
 

@@ -65,6 +65,9 @@ class FusionResult:
         caption_sources: who wrote each caption (``"user"``, ``"template"``, ``"gpt:..."``).
         seconds: time per stage (``captions``, ``text``, ``network``).
         notes: remarks (tiling, fallbacks).
+        reference_luminance: the fused Y of the same pair under ``reference_captions`` (when asked for):
+            ``luminance - reference_luminance`` is what the captions changed (the app's text-effect map).
+        reference_captions: the captions of that reference run.
     """
 
     image: np.ndarray
@@ -73,6 +76,8 @@ class FusionResult:
     caption_sources: tuple[str, str]
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    reference_luminance: np.ndarray | None = None
+    reference_captions: tuple[str, str] | None = None
 
 
 def _ramp(length: int, overlap: int, first: bool, last: bool) -> np.ndarray:
@@ -159,40 +164,54 @@ class TGIFFuser:
             masks.append(torch.ones(keep.shape[0], dtype=torch.bool))
         return torch.cat(parts)[None], torch.cat(masks)[None]
 
-    @torch.inference_mode()
     def fuse_luminance(self, y_a: np.ndarray, y_b: np.ndarray, text: torch.Tensor | None = None,
                        mask: torch.Tensor | None = None) -> tuple[np.ndarray, list[str]]:
         """Run the network on two (H, W) luminance planes in [0, 1]; tiles large inputs."""
+        outputs, notes = self.fuse_luminance_texts(y_a, y_b, [(text, mask)])
+        return outputs[0], notes
+
+    @torch.inference_mode()
+    def fuse_luminance_texts(self, y_a: np.ndarray, y_b: np.ndarray,
+                             texts: list[tuple[torch.Tensor | None, torch.Tensor | None]]
+                             ) -> tuple[list[np.ndarray], list[str]]:
+        """Fuse two (H, W) planes under each (text, mask) of ``texts``: the sources are encoded once (per tile)
+        and only the text-guided decoder runs per caption pair. Returns one (H, W) plane per entry."""
         h, w = y_a.shape
         notes: list[str] = []
-        if text is not None:
-            text, mask = text.to(self.device), mask.to(self.device) if mask is not None else None
+        texts = [(t.to(self.device) if t is not None else None, m.to(self.device) if m is not None else None)
+                 for t, m in texts]
 
-        def run(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        def run(a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
             ta = torch.from_numpy(np.ascontiguousarray(a))[None, None].to(self.device)
             tb = torch.from_numpy(np.ascontiguousarray(b))[None, None].to(self.device)
-            return self.model(ta, tb, text, mask)[0, 0].float().cpu().numpy()
+            features = self.model.encode_sources(ta, tb)
+            return [self.model.guide_and_decode(features, t, m)[0, 0].float().cpu().numpy() for t, m in texts]
 
         if h * w <= self.max_model_pixels:
-            return np.clip(run(y_a, y_b), 0.0, 1.0), notes
+            return [np.clip(out, 0.0, 1.0) for out in run(y_a, y_b)], notes
         notes.append(f"{w}x{h} fused in {TILE}x{TILE} tiles with {OVERLAP}-pixel overlaps to bound memory")
         logger.info(notes[-1])
-        out = np.zeros((h, w), np.float32)
+        outs = [np.zeros((h, w), np.float32) for _ in texts]
         total = np.zeros((h, w), np.float32)
         ys, xs = _starts(h, TILE, OVERLAP), _starts(w, TILE, OVERLAP)
         for y0 in ys:
             for x0 in xs:
-                tile = run(y_a[y0:y0 + TILE, x0:x0 + TILE], y_b[y0:y0 + TILE, x0:x0 + TILE])
-                th, tw = tile.shape
+                tiles = run(y_a[y0:y0 + TILE, x0:x0 + TILE], y_b[y0:y0 + TILE, x0:x0 + TILE])
+                th, tw = tiles[0].shape
                 weight = np.outer(_ramp(th, min(OVERLAP, th), y0 == ys[0], y0 == ys[-1]),
                                   _ramp(tw, min(OVERLAP, tw), x0 == xs[0], x0 == xs[-1]))
-                out[y0:y0 + th, x0:x0 + tw] += tile * weight
+                for out, tile in zip(outs, tiles):
+                    out[y0:y0 + th, x0:x0 + tw] += tile * weight
                 total[y0:y0 + th, x0:x0 + tw] += weight
-        return np.clip(out / np.maximum(total, 1e-6), 0.0, 1.0), notes
+        return [np.clip(out / np.maximum(total, 1e-6), 0.0, 1.0) for out in outs], notes
 
     def fuse(self, pair: ImagePair, captions: tuple[str, str] | None = None, use_text: bool = True,
-             mode: str = "full") -> FusionResult:
-        """Fuse a pair; captions are drafted when not given. ``use_text=False`` runs the no-text path."""
+             mode: str = "full", reference_captions: tuple[str, str] | None = None) -> FusionResult:
+        """Fuse a pair; captions are drafted when not given. ``use_text=False`` runs the no-text path.
+
+        ``reference_captions`` (with text on) also fuses the pair under them, reusing the encoded sources (one
+        more decoder pass): :attr:`FusionResult.reference_luminance`.
+        """
         seconds: dict[str, float] = {}
         sources = ("user", "user")
         use_text = use_text and self.uses_text
@@ -202,14 +221,18 @@ class TGIFFuser:
             captions = (drafted[0].text, drafted[1].text)
             sources = (drafted[0].captioner, drafted[1].captioner)
             seconds["captions"] = time.perf_counter() - start
-        text = mask = None
+        texts: list[tuple[torch.Tensor | None, torch.Tensor | None]] = [(None, None)]
+        reference = reference_captions if use_text and reference_captions is not None else None
         if use_text:
             start = time.perf_counter()
-            text, mask = self.encode(*captions)  # type: ignore[misc]
+            texts = [self.encode(*captions)]  # type: ignore[misc]
+            if reference is not None:
+                texts.append(self.encode(*reference))
             seconds["text"] = time.perf_counter() - start
         start = time.perf_counter()
         y_a, y_b = pair.luminances()
-        fused_y, notes = self.fuse_luminance(y_a, y_b, text, mask)
+        outputs, notes = self.fuse_luminance_texts(y_a, y_b, texts)
         seconds["network"] = time.perf_counter() - start
         used = captions if use_text and captions is not None else ("", "")
-        return FusionResult(pair.colorize(fused_y), fused_y, used, sources if use_text else ("", ""), seconds, notes)
+        return FusionResult(pair.colorize(outputs[0]), outputs[0], used, sources if use_text else ("", ""), seconds,
+                            notes, outputs[1] if reference is not None else None, reference)

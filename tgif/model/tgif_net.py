@@ -40,6 +40,7 @@ from torch import nn
 from tgif.model.restormer import Downsample, TransformerBlock, Upsample
 from tgif.model.source_attention import CrossSourceBlock
 from tgif.model.text_attention import TextAdapter, TextGuidance
+from tgif.model.text_grounding import TextGrounding
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,9 @@ class TGIFConfig:
             multiple of ``2 * downscale`` (the full-resolution width is ``dim / downscale``).
         text_pool: extra average-pooling factor of the image keys/values the text attends over.
         use_text: False builds the no-text ablation network (no text modules; text is ignored).
+        grounding: add :class:`~tgif.model.text_grounding.TextGrounding` after the merge, which
+            emphasises the pixels the caption names (on in the steering checkpoints; off in older
+            ones, whose weights have no such parameters).
     """
 
     dim: int = 32
@@ -74,6 +78,7 @@ class TGIFConfig:
     downscale: int = 4
     text_pool: int = 2
     use_text: bool = True
+    grounding: bool = False
 
     def __post_init__(self) -> None:
         """Check the values; raises ValueError naming the first bad one."""
@@ -203,6 +208,31 @@ class FusionDecoder(nn.Module):
         return self.output(x)
 
 
+@dataclass
+class SourceFeatures:
+    """What :meth:`TGIFNet.encode_sources` computes once per pair, reused by every caption.
+
+    Attributes:
+        mean: (B, 1, H, W) mean of the two sources (the base the decoder's residual is added to).
+        skips_a, skips_b: each source's skip features per level, as from :class:`SourceEncoder`.
+        feat_a, feat_b: (B, dim, Hp/s, Wp/s) each source's Restormer features.
+    """
+
+    mean: torch.Tensor
+    skips_a: list[torch.Tensor]
+    skips_b: list[torch.Tensor]
+    feat_a: torch.Tensor
+    feat_b: torch.Tensor
+
+    def repeat(self, times: int) -> SourceFeatures:
+        """The batch repeated ``times`` times (batch rows [b0 .. bB-1, b0 .. bB-1, ...])."""
+        def rep(t: torch.Tensor) -> torch.Tensor:
+            return t.repeat(times, *([1] * (t.ndim - 1))).contiguous(memory_format=torch.channels_last) \
+                if t.ndim == 4 and t.shape[1] > 1 else t.repeat(times, *([1] * (t.ndim - 1)))
+        return SourceFeatures(rep(self.mean), [rep(t) for t in self.skips_a], [rep(t) for t in self.skips_b],
+                              rep(self.feat_a), rep(self.feat_b))
+
+
 class TGIFNet(nn.Module):
     """Text-guided fusion of two luminance images (see the module docstring for the data flow).
 
@@ -223,6 +253,8 @@ class TGIFNet(nn.Module):
             self.text_adapter = TextAdapter(cfg.text_dim, cfg.dim)
             self.text_a = TextGuidance(cfg.dim, cfg.text_heads, cfg.ffn_expansion, cfg.text_pool, cfg.text_blocks)
             self.text_b = TextGuidance(cfg.dim, cfg.text_heads, cfg.ffn_expansion, cfg.text_pool, cfg.text_blocks)
+            if cfg.grounding:
+                self.grounding = TextGrounding(cfg.dim, cfg.text_dim)
         self.cross_source = CrossSourceBlock(cfg.dim, cfg.heads, cfg.ffn_expansion)
         self.merge = nn.Conv2d(2 * cfg.dim, cfg.dim, kernel_size=1)
         self.decoder = FusionDecoder(cfg)
@@ -236,6 +268,8 @@ class TGIFNet(nn.Module):
     ) -> torch.Tensor:
         """Fuse y_a, y_b (B, 1, H, W) under text (B, L, text_dim) -> (B, 1, H, W).
 
+        The same as ``guide_and_decode(encode_sources(y_a, y_b), text, text_mask)``.
+
         Args:
             y_a, y_b: the two sources' luminance in [0, 1].
             text: token features of both captions concatenated along L; None (or a network built
@@ -246,6 +280,11 @@ class TGIFNet(nn.Module):
             ValueError: shapes that do not fit together or the config.
         """
         self._check_inputs(y_a, y_b, text, text_mask)
+        return self.guide_and_decode(self.encode_sources(y_a, y_b), text, text_mask)
+
+    def encode_sources(self, y_a: torch.Tensor, y_b: torch.Tensor) -> SourceFeatures:
+        """Stage 1, text-free: pad and encode both sources (B, 1, H, W) -> :class:`SourceFeatures`."""
+        self._check_inputs(y_a, y_b, None, None)
         height, width = y_a.shape[-2:]
         pad_h, pad_w = -height % self.config.downscale, -width % self.config.downscale
         pair = torch.cat([y_a, y_b], dim=1)
@@ -254,8 +293,30 @@ class TGIFNet(nn.Module):
             pair = F.pad(pair, (0, pad_w, 0, pad_h), mode=mode)
         skips_a, feat_a = self.encoder_a(pair[:, :1])
         skips_b, feat_b = self.encoder_b(pair[:, 1:])
+        return SourceFeatures(0.5 * (y_a + y_b), skips_a, skips_b, feat_a, feat_b)
 
+    def guide_and_decode(
+        self,
+        features: SourceFeatures,
+        text: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Stage 2: text guidance, cross-source attention and decoding of encoded sources -> (B, 1, H, W).
+
+        ``text`` and ``text_mask`` as in :meth:`forward`; ``features`` may be reused for many captions.
+        """
+        return self.guide_and_ground(features, text, text_mask)[0]
+
+    def guide_and_ground(self, features: SourceFeatures, text: torch.Tensor | None = None,
+                         text_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`guide_and_decode` that also returns where the caption points: the grounding head's relevance
+        (B, 1, Hp/s, Wp/s) in (0, 1) at the feature resolution, or None (no grounding head, or no text)."""
+        feat_a, feat_b = features.feat_a, features.feat_b
+        tokens = relevance = None
         if self.config.use_text and text is not None and text.shape[1] > 0:
+            batch = features.mean.shape[0]
+            if text.ndim != 3 or text.shape[0] != batch or text.shape[2] != self.config.text_dim:
+                raise ValueError(f"text must be (B, L, {self.config.text_dim}) with B={batch}, got {tuple(text.shape)}")
             if text_mask is None:
                 text_mask = torch.ones(text.shape[:2], dtype=torch.bool, device=text.device)
             tokens = self.text_adapter(text.to(feat_a.dtype))
@@ -264,9 +325,12 @@ class TGIFNet(nn.Module):
 
         feat_a, feat_b = self.cross_source(feat_a, feat_b)
         merged = self.merge(torch.cat([feat_a, feat_b], dim=1))
-        residual = self.decoder(merged, skips_a, skips_b)[..., :height, :width]
-        fused = 0.5 * (y_a + y_b) + residual
-        return fused if self.training else fused.clamp(0.0, 1.0)
+        if tokens is not None and self.config.grounding:
+            merged, relevance = self.grounding(merged, text.to(merged.dtype), text_mask)
+        height, width = features.mean.shape[-2:]
+        residual = self.decoder(merged, features.skips_a, features.skips_b)[..., :height, :width]
+        fused = features.mean + residual
+        return (fused if self.training else fused.clamp(0.0, 1.0)), relevance
 
     def _check_inputs(
         self,

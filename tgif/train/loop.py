@@ -120,7 +120,26 @@ def validate(model: TGIFNet, dataset: PackDataset, device: torch.device, use_tex
     return {name: float(np.nanmean([row[name] for row in rows])) for name in PAPER_METRICS} if rows else {}
 
 
-def _append_csv(path: Path, row: dict[str, Any]) -> None:
+def save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, step: int,
+               **extra: Any) -> None:
+    """Write what ``--resume`` needs: model, optimiser, scheduler, step, torch RNG state and ``extra`` entries."""
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "step": step, "torch_rng": torch.get_rng_state(), **extra}, path)
+
+
+def load_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               scheduler: Any) -> dict[str, Any]:
+    """Restore what :func:`save_state` wrote into the given objects (and torch's RNG); returns the whole state."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    return state
+
+
+def append_csv(path: Path, row: dict[str, Any]) -> None:
+    """Append ``row`` to a CSV file, writing the header first when the file is new."""
     new = not path.exists()
     with path.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(row))
@@ -129,7 +148,7 @@ def _append_csv(path: Path, row: dict[str, Any]) -> None:
         writer.writerow(row)
 
 
-def _truncate_csv(path: Path, last_step: int) -> None:
+def truncate_csv(path: Path, last_step: int) -> None:
     """Drop rows after ``last_step`` (written by an interrupted run after its last checkpoint)."""
     if not path.exists():
         return
@@ -233,15 +252,10 @@ def train(settings: TrainSettings, resume: bool = False, progress: bool = True) 
     step = 0
     state_path = out / "last_state.pt"
     if resume and state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step = int(state["step"])
-        torch.set_rng_state(state["torch_rng"])
+        step = int(load_state(state_path, model, optimizer, scheduler)["step"])
         if rank == 0:
             for name in ("log.csv", "val.csv"):
-                _truncate_csv(out / name, step)
+                truncate_csv(out / name, step)
         logger.info("resumed %s at step %d", out, step)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
@@ -257,9 +271,7 @@ def train(settings: TrainSettings, resume: bool = False, progress: bool = True) 
         extra = {"settings": asdict(settings), "train_pairs": len(train_set), "device": str(device),
                  "max_tokens": int(pack["max_tokens"]), "pack_text_dtype": str(pack["text_dtype"])}
         path = save_tgif(out / "last.safetensors", core, train_set.text_encoder, settings.task, step_done, extra)
-        torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "step": step_done, "torch_rng": torch.get_rng_state()},
-                   state_path)
+        save_state(state_path, core, optimizer, scheduler, step_done)
         return path
 
     model.train()
@@ -283,10 +295,10 @@ def train(settings: TrainSettings, resume: bool = False, progress: bool = True) 
         if rank == 0:
             row = {"step": step, **{k: f"{losses[k].item():.6f}" for k in LOSS_TERMS},
                    "lr": f"{scheduler.get_last_lr()[0]:.3g}", "seconds": f"{time.perf_counter() - start:.1f}"}
-            _append_csv(out / "log.csv", row)
+            append_csv(out / "log.csv", row)
             bar.set_postfix(loss=f"{losses['total'].item():.4f}")
             if step % settings.val_every == 0 or step == settings.steps:
-                _append_csv(out / "val.csv", {"step": step, **validate(core, val_set, device, settings.use_text)})
+                append_csv(out / "val.csv", {"step": step, **validate(core, val_set, device, settings.use_text)})
             if step % settings.checkpoint_every == 0 or step == settings.steps:
                 last_path = save(step)
                 plot_curves(out)

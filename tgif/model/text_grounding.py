@@ -1,0 +1,96 @@
+"""Text grounding: where in the image the caption asks for something, and the emphasis put there.
+
+The text-guided cross-attention (:mod:`tgif.model.text_attention`) conditions every pixel on the whole
+caption through a softmax over its tokens, so any added words shift every pixel a little. A caption
+that names an object ("highlight the person on the left") should change that object and nothing
+else. :class:`TextGrounding` gives the network a place to do that:
+
+1. relevance: each pixel of the merged features (B, C, h, w), plus its position in the frame
+   (Fourier features of the normalised coordinates, so "on the left" can be grounded), is projected
+   to a query q_p; each caption token, as the frozen text encoder gave it (the full D-wide feature,
+   not the adapter's narrow one, so word meaning is not lost), to a key k_t;
+   ``r_p = sigmoid(logsumexp_t(q_p . k_t / sqrt(d)) + b)``
+   (B, 1, h, w). The soft maximum over tokens (not a softmax over them) means a pixel that no token
+   points at stays near r = 0 however long the caption is, one token can light up a region on its
+   own, and every token gets a share of the gradient while the head learns.
+2. emphasis: ``x + r * conv1x1(x)``; the 1x1 convolution starts at zero, so a network fine-tuned
+   from a checkpoint without grounding starts as that checkpoint.
+
+The relevance reads detached copies of the features and tokens: its own supervision (a map of the
+named boxes) trains the head alone and never pulls the fusion trunk, which only the fusion targets
+move (through the emphasis).
+
+The relevance map is trained against the boxes a training caption names (:mod:`tgif.train.steer`);
+:meth:`TGIFNet.relevance` returns it for display.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from tgif.model.restormer import LayerNorm2d
+
+#: Frequencies (half-periods over the frame) of the position features of the pixel queries.
+POSITION_FREQUENCIES = (1.0, 2.0, 4.0)
+#: Initial bias of the relevance logit: sigmoid(-4) ~ 0.018, so nothing is relevant at first.
+RELEVANCE_BIAS = -4.0
+
+
+def position_features(h: int, w: int, device: torch.device | None = None,
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Fourier features of each cell's normalised position in an (h, w) grid: (1, 4 * len(freqs), h, w).
+
+    With u = (column + 0.5) / w and v = (row + 0.5) / h in (0, 1): sin(pi f u), cos(pi f u),
+    sin(pi f v), cos(pi f v) for each frequency f of :data:`POSITION_FREQUENCIES`.
+    """
+    u = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
+    v = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
+    grid_v, grid_u = torch.meshgrid(v, u, indexing="ij")
+    feats = []
+    for f in POSITION_FREQUENCIES:
+        for coord in (grid_u, grid_v):
+            feats.extend([torch.sin(math.pi * f * coord), torch.cos(math.pi * f * coord)])
+    return torch.stack(feats)[None].to(dtype)
+
+
+class TextGrounding(nn.Module):
+    """Relevance of each pixel to the caption, and an emphasis where it is relevant (module docstring).
+
+    Shapes: x (B, C, h, w), tokens (B, L, D) text-encoder features, mask (B, L) bool (True = real token)
+    -> (x', relevance) with x' (B, C, h, w) and relevance (B, 1, h, w) in (0, 1).
+    """
+
+    def __init__(self, dim: int, text_dim: int, key_dim: int = 32) -> None:
+        """Grounding on ``dim`` channels and ``text_dim``-wide tokens with ``key_dim``-wide queries and keys."""
+        super().__init__()
+        self.norm = LayerNorm2d(dim)
+        self.to_q = nn.Sequential(nn.Conv2d(dim, 2 * key_dim, kernel_size=1), nn.GELU(),
+                                  nn.Conv2d(2 * key_dim, key_dim, kernel_size=1))
+        self.position = nn.Conv2d(4 * len(POSITION_FREQUENCIES), key_dim, kernel_size=1, bias=False)
+        self.norm_text = nn.LayerNorm(text_dim)
+        self.to_k = nn.Sequential(nn.Linear(text_dim, 2 * key_dim), nn.GELU(), nn.Linear(2 * key_dim, key_dim))
+        self.bias = nn.Parameter(torch.tensor(RELEVANCE_BIAS))
+        self.emphasis = nn.Conv2d(dim, dim, kernel_size=1)
+        nn.init.zeros_(self.emphasis.weight)
+        nn.init.zeros_(self.emphasis.bias)
+        self.scale = key_dim ** -0.5
+
+    def relevance(self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, 1, h, w) relevance in (0, 1); zero where a sample has no real token."""
+        x, tokens = x.detach(), tokens.detach()
+        b, _, h, w = x.shape
+        q = self.to_q(self.norm(x)) + self.position(position_features(h, w, x.device, x.dtype))
+        k = self.to_k(self.norm_text(tokens))  # (B, L, key_dim)
+        logits = torch.einsum("bkp,blk->bpl", q.reshape(b, q.shape[1], h * w), k) * self.scale
+        logits = logits.masked_fill(~mask[:, None, :], float("-inf"))
+        best = torch.logsumexp(logits, dim=2)  # (B, h*w), a soft max over tokens; -inf where none is real
+        relevance = torch.sigmoid(best + self.bias)
+        return relevance.reshape(b, 1, h, w)
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Emphasise (B, C, h, w) features where the caption points; returns (features, relevance)."""
+        relevance = self.relevance(x, tokens, mask)
+        return x + relevance * self.emphasis(x), relevance

@@ -1,0 +1,317 @@
+"""The steering benchmark behind ``tgif steer``: does naming an object in a caption bring it out, there only?
+
+Per IVF pair of a dataset on which the detector found a person or a car (detections from the
+dataset's caption file, merged over both sources; the highest-scoring such object is the one
+named), the pair is fused with its drafted captions (*neutral*) and with a phrase naming the
+object and its position appended to caption 1 (*named*), once per phrasing. What a user would see:
+
+- ``delta_in``: mean |F_named - F_neutral| inside the object's box, in grey levels (0-255);
+- ``delta_out``: the same outside the box dilated by 50% (half on each side);
+- ``locality``: delta_in / delta_out;
+- ``contrast_gain``: relative change of the box's contrast to its ring (the dilated box less the
+  box), ``(|C_named| - |C_neutral|) / max(|C_neutral|, 1 grey level)`` with ``C = mean_box - mean_ring``.
+
+Two controls per pair change nothing that is there: a phrase naming an absent class and a sentence
+naming nothing; their mean |ΔF| over the whole frame is reported (``absent``, ``nothing``).
+Medians over pairs are the headline numbers. The phrasings default to hand-written ones that the
+training never saw (:data:`tgif.captions.steering.HELD_OUT_TEMPLATES`); any file of ``{label}`` /
+``{position}`` templates can replace them (:func:`tgif.captions.steering.read_phrasings`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tqdm import tqdm
+
+from tgif.captions.steering import HELD_OUT_TEMPLATES, add_phrase, box_position, highlight_phrase
+from tgif.errors import DatasetError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+logger = logging.getLogger(__name__)
+
+#: Classes the benchmark names (the ones a user of IVF cares about most).
+STEER_LABELS: tuple[str, ...] = ("person", "car")
+#: Control phrases: an absent class (with a position), and a sentence that names nothing.
+ABSENT_PHRASE = "The dog {position} is what matters."
+NOTHING_PHRASE = "This is a quiet night scene."
+#: Dilation of the box that bounds "inside + ring"; outside lies beyond it.
+RING_DILATION = 0.5
+
+
+@dataclass(frozen=True)
+class SteerCase:
+    """One pair and the object its named captions name (box in full-frame pixels, x1 y1 x2 y2)."""
+
+    pair_id: str
+    label: str
+    box: tuple[float, float, float, float]
+    position: str
+    captions: tuple[str, str]
+
+
+def grown_box(box: Sequence[float], shape: tuple[int, int],
+              dilation: float = RING_DILATION) -> tuple[int, int, int, int]:
+    """The box grown by ``dilation`` of its width and height (half on each side), as integer pixel bounds
+    (floor / ceil) clipped to the (height, width) frame."""
+    x1, y1, x2, y2 = box
+    dx, dy = (x2 - x1) * dilation / 2, (y2 - y1) * dilation / 2
+    height, width = shape
+    return (max(0, math.floor(x1 - dx)), max(0, math.floor(y1 - dy)),
+            min(width, math.ceil(x2 + dx)), min(height, math.ceil(y2 + dy)))
+
+
+def box_regions(box: Sequence[float], shape: tuple[int, int],
+                dilation: float = RING_DILATION) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boolean (H, W) masks of a box (pixels whose centres lie in it, at least one), its ring (the box
+    grown by ``dilation`` less the box) and the outside (everything beyond the grown box)."""
+    height, width = shape
+    x1, y1, x2, y2 = box
+    ix1, iy1 = min(width - 1, max(0, math.floor(x1))), min(height - 1, max(0, math.floor(y1)))
+    ix2, iy2 = max(ix1 + 1, min(width, math.ceil(x2))), max(iy1 + 1, min(height, math.ceil(y2)))
+    inside = np.zeros(shape, bool)
+    inside[iy1:iy2, ix1:ix2] = True
+    gx1, gy1, gx2, gy2 = grown_box((ix1, iy1, ix2, iy2), shape, dilation)
+    grown = np.zeros(shape, bool)
+    grown[gy1:gy2, gx1:gx2] = True
+    return inside, grown & ~inside, ~grown
+
+
+def box_contrast(image: np.ndarray, inside: np.ndarray, ring: np.ndarray) -> float:
+    """Mean over the box less mean over its ring, in the image's units (the box mean alone without a ring)."""
+    inner = float(image[inside].mean())
+    return inner - float(image[ring].mean()) if ring.any() else inner
+
+
+def steer_stats(neutral: np.ndarray, named: np.ndarray, box: Sequence[float]) -> dict[str, float]:
+    """The benchmark's numbers for one pair and phrasing; images (H, W) in [0, 1], box in pixels.
+
+    Returns delta_in, delta_out (grey levels), locality, contrast_neutral, contrast_named (grey levels)
+    and contrast_gain (relative; see the module docstring).
+    """
+    if neutral.shape != named.shape or neutral.ndim != 2:
+        raise ValueError(f"neutral and named must be (H, W) of one shape, got {neutral.shape} and {named.shape}")
+    inside, ring, outside = box_regions(box, neutral.shape)
+    change = np.abs(named.astype(np.float64) - neutral.astype(np.float64)) * 255.0
+    delta_in = float(change[inside].mean())
+    delta_out = float(change[outside].mean()) if outside.any() else 0.0
+    c_neutral = box_contrast(neutral.astype(np.float64) * 255.0, inside, ring)
+    c_named = box_contrast(named.astype(np.float64) * 255.0, inside, ring)
+    return {
+        "delta_in": delta_in,
+        "delta_out": delta_out,
+        "locality": delta_in / max(delta_out, 1e-6),
+        "contrast_neutral": c_neutral,
+        "contrast_named": c_named,
+        "contrast_gain": (abs(c_named) - abs(c_neutral)) / max(abs(c_neutral), 1.0),
+    }
+
+
+def steer_cases(dataset: str | os.PathLike, captions_file: str | os.PathLike | None = None,
+                labels: Sequence[str] = STEER_LABELS, limit: int | None = None) -> list[SteerCase]:
+    """The pairs of an IVF dataset with a detected object of ``labels``, each with its most confident one.
+
+    Detections and drafted captions come from the dataset's caption file (default
+    ``assets/captions/data/<dataset>.jsonl``), merged over the two sources.
+
+    Raises:
+        DatasetError: the dataset or its caption file is missing, or the dataset is not IVF.
+    """
+    from tgif.io.datasets import list_pairs, resolve_dataset
+    from tgif.train.steer import merge_detections
+
+    folder = resolve_dataset(dataset)
+    file = Path(captions_file) if captions_file else (
+        Path(__file__).resolve().parents[1] / "assets" / "captions" / "data" / f"{folder.name}.jsonl")
+    if not file.is_file():
+        raise DatasetError(f"caption file {file} not found; caption the dataset first (tgif caption --dataset ...)")
+    records = {}
+    for line in file.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            records.setdefault((record["id"], record["modality_folder"]), record)
+    cases = []
+    for files in list_pairs(folder):
+        keys = [(files.id, files.path_a.parent.name), (files.id, files.path_b.parent.name)]
+        if any(key not in records for key in keys):
+            raise DatasetError(f"{file}: no caption record for pair {files.id}")
+        if records[keys[0]].get("task", "ivf") != "ivf":
+            raise DatasetError(f"the steering benchmark runs on IVF pairs; {folder.name} is {records[keys[0]]['task']}")
+        objects = [(label, box) for label, box in merge_detections(records[keys[0]]["detections"],
+                                                                    records[keys[1]]["detections"])
+                   if label in labels]
+        if not objects:
+            continue
+        label, box = objects[0]
+        from PIL import Image
+
+        with Image.open(files.path_a) as image:
+            width, height = image.size
+        cases.append(SteerCase(files.id, label, tuple(box), box_position(box, width, height),
+                               (records[keys[0]]["caption"], records[keys[1]]["caption"])))
+        if limit and len(cases) >= limit:
+            break
+    return cases
+
+
+@dataclass
+class SteerReport:
+    """Rows (one per pair and phrasing), per-pair controls, and medians."""
+
+    weights: str
+    dataset: str
+    phrasings: tuple[str, ...]
+    rows: list[dict[str, float | str]] = field(default_factory=list)
+    controls: list[dict[str, float | str]] = field(default_factory=list)
+
+    def medians(self) -> dict[str, float]:
+        """Medians over all rows (delta_in, delta_out, locality, contrast_gain) and controls (absent, nothing)."""
+        out = {key: float(np.median([float(r[key]) for r in self.rows])) if self.rows else float("nan")
+               for key in ("delta_in", "delta_out", "locality", "contrast_gain")}
+        for key in ("absent", "nothing"):
+            out[key] = float(np.median([float(r[key]) for r in self.controls])) if self.controls else float("nan")
+        return out
+
+    def to_json(self) -> dict:
+        """Everything as plain JSON-serialisable data."""
+        return {**asdict(self), "medians": self.medians()}
+
+
+def run_steer_benchmark(weights: str | os.PathLike, dataset: str = "msrs_test",
+                        phrasings: Sequence[str] = HELD_OUT_TEMPLATES, limit: int | None = None,
+                        captions_file: str | os.PathLike | None = None, device: str = "cpu",
+                        progress: bool = True) -> SteerReport:
+    """Fuse each case neutral, named (once per phrasing) and with both controls; see the module docstring.
+
+    The sources are encoded once per pair and only the text-guided decoder runs per caption.
+    """
+    import torch
+
+    from tgif.pipeline import TGIFFuser
+
+    fuser = TGIFFuser(weights, device=device)
+    if not fuser.uses_text:
+        raise DatasetError(f"{weights} was trained without text; the steering benchmark needs a text model")
+    cases = steer_cases(dataset, captions_file, limit=limit)
+    if not cases:
+        raise DatasetError(f"no pair of {dataset} has a detected {' or '.join(STEER_LABELS)}")
+    from tgif.io.datasets import list_pairs, resolve_dataset
+
+    files_by_id = {p.id: p for p in list_pairs(resolve_dataset(dataset))}
+    report = SteerReport(str(weights), str(dataset), tuple(phrasings))
+    for case in tqdm(cases, desc=f"steer {Path(str(weights)).stem}", unit="pair", disable=not progress):
+        y_a, y_b = files_by_id[case.pair_id].load(on_large="downscale").luminances()
+        with torch.inference_mode():
+            ta = torch.from_numpy(np.ascontiguousarray(y_a))[None, None].to(fuser.device)
+            tb = torch.from_numpy(np.ascontiguousarray(y_b))[None, None].to(fuser.device)
+            features = fuser.model.encode_sources(ta, tb)
+
+            def fuse(caption_a: str, caption_b: str) -> np.ndarray:
+                text, mask = fuser.encode(caption_a, caption_b)
+                out = fuser.model.guide_and_decode(features, text.to(fuser.device), mask.to(fuser.device))
+                return out[0, 0].float().cpu().numpy()
+
+            neutral = fuse(*case.captions)
+            for phrasing in phrasings:
+                phrase = highlight_phrase(case.label, case.position, phrasing)
+                named = fuse(add_phrase(case.captions[0], phrase), case.captions[1])
+                report.rows.append({"pair": case.pair_id, "label": case.label, "position": case.position,
+                                    "phrase": phrase, **steer_stats(neutral, named, case.box)})
+            controls = {}
+            for key, phrase in (("absent", ABSENT_PHRASE.format(position=case.position)), ("nothing", NOTHING_PHRASE)):
+                other = fuse(add_phrase(case.captions[0], phrase), case.captions[1])
+                controls[key] = float(np.abs(other.astype(np.float64) - neutral).mean() * 255.0)
+            report.controls.append({"pair": case.pair_id, **controls})
+    return report
+
+
+def format_report(report: SteerReport, per_pair: bool = True) -> str:
+    """A markdown rendering: per-pair rows (when asked) and the medians."""
+    lines = []
+    if per_pair:
+        lines += ["| pair | object | phrase | Δ in | Δ out | locality | contrast gain |",
+                  "|---|---|---|---:|---:|---:|---:|"]
+        for row in report.rows:
+            lines.append(f"| {row['pair']} | {row['label']} {row['position']} | {row['phrase']} | "
+                         f"{row['delta_in']:.2f} | {row['delta_out']:.2f} | {row['locality']:.1f}x | "
+                         f"{100 * float(row['contrast_gain']):+.1f}% |")
+        lines.append("")
+    med = report.medians()
+    lines += [f"Medians over {len(report.controls)} pairs x {len(report.phrasings)} phrasings "
+              f"({Path(report.weights).name}, {report.dataset}):", "",
+              "| Δ in (grey levels) | Δ out | locality | contrast gain | absent object: Δ | naming nothing: Δ |",
+              "|---:|---:|---:|---:|---:|---:|",
+              f"| {med['delta_in']:.2f} | {med['delta_out']:.2f} | {med['locality']:.1f}x | "
+              f"{100 * med['contrast_gain']:+.1f}% | {med['absent']:.2f} | {med['nothing']:.2f} |"]
+    return "\n".join(lines)
+
+
+def write_csv(report: SteerReport, path: str | os.PathLike) -> Path:
+    """Write the per-pair rows (controls joined by pair) to a CSV file."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    controls = {c["pair"]: c for c in report.controls}
+    with out.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["pair", "label", "position", "phrase", "delta_in", "delta_out", "locality",
+                         "contrast_neutral", "contrast_named", "contrast_gain", "absent", "nothing"])
+        for row in report.rows:
+            control = controls[row["pair"]]
+            writer.writerow([row["pair"], row["label"], row["position"], row["phrase"],
+                             *(f"{float(row[k]):.4f}" for k in ("delta_in", "delta_out", "locality",
+                                                               "contrast_neutral", "contrast_named",
+                                                               "contrast_gain")),
+                             f"{float(control['absent']):.4f}", f"{float(control['nothing']):.4f}"])
+    return out
+
+
+def steering_figure(weights: Sequence[str | os.PathLike], case: SteerCase, dataset: str = "msrs_test",
+                    phrasing: str = HELD_OUT_TEMPLATES[0]) -> Figure:
+    """One row per checkpoint: fused with the drafted captions, fused with the object named, and the text effect
+    (named − neutral, signed, in grey levels), with the named box drawn on each panel."""
+    import torch
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    from tgif.io.datasets import list_pairs, resolve_dataset
+    from tgif.pipeline import TGIFFuser
+
+    files = {p.id: p for p in list_pairs(resolve_dataset(dataset))}[case.pair_id]
+    y_a, y_b = files.load(on_large="downscale").luminances()
+    phrase = highlight_phrase(case.label, case.position, phrasing)
+    fig = Figure(figsize=(12, 3.3 * len(weights)))
+    axes = fig.subplots(len(weights), 3, squeeze=False)
+    for row, path in enumerate(weights):
+        fuser = TGIFFuser(path, device="cpu")
+        with torch.inference_mode():
+            outputs, _ = fuser.fuse_luminance_texts(y_a, y_b, [fuser.encode(*case.captions),
+                                                               fuser.encode(add_phrase(case.captions[0], phrase),
+                                                                            case.captions[1])])
+        effect = (outputs[1] - outputs[0]) * 255.0
+        scale = max(2.0, float(np.percentile(np.abs(effect), 99.9)))
+        stats = steer_stats(outputs[0], outputs[1], case.box)
+        name = Path(str(path)).stem
+        panels = [(outputs[0], "gray", 0, 1, f"{name}: drafted captions"),
+                  (outputs[1], "gray", 0, 1, f"+ “{phrase}”"),
+                  (effect, "coolwarm", -scale, scale,
+                   f"text effect (±{scale:.0f} levels): box {stats['delta_in']:.1f}, outside {stats['delta_out']:.2f}, "
+                   f"contrast {100 * stats['contrast_gain']:+.0f}%")]
+        for ax, (image, cmap, vmin, vmax, title) in zip(axes[row], panels):
+            ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax)
+            x1, y1, x2, y2 = case.box
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="#ffbf00", linewidth=1))
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.03, hspace=0.12)
+    return fig
