@@ -29,6 +29,7 @@ from tgif.baselines import BASELINES
 from tgif.captions.base import MODALITY_NAMES, Caption
 from tgif.captions.dataset import CaptionedSource, caption_image
 from tgif.captions.redact import scrub
+from tgif.captions.steering import add_phrase, box_position, highlight_phrase
 from tgif.errors import PairSizeError, TgifError
 from tgif.io.image import SourceImage, as_rgb_uint8, describe_size, fit_within, load_image, save_image, to_uint8
 from tgif.io.pair import ImagePair, load_pair
@@ -119,6 +120,7 @@ class Analysis:
     classes: str
     caption: str
     caption_note: str
+    objects: list[tuple[str, str]]  # (class, position) of each detection, in the order of the detection chips
 
 
 def describe_caption_source(caption: Caption) -> str:
@@ -132,9 +134,17 @@ def describe_caption_source(caption: Caption) -> str:
     return f"Drafted offline by the template drafter ({caption.prompt_version}); set OPENAI_API_KEY for GPT captions."
 
 
+def detected_objects(perception: Perception) -> list[tuple[str, str]]:
+    """(class, position in the frame) of each detection: what a click on its chip names in the caption."""
+    width, height = perception.detections.image_size
+    return [(d.label, box_position(d.box, width, height)) for d in perception.detections.items]
+
+
 def _annotations(rgb: np.ndarray, perception: Perception) -> tuple[tuple, tuple]:
-    boxes = [((int(round(d.box[0])), int(round(d.box[1])), int(round(d.box[2])), int(round(d.box[3]))), d.label)
-             for d in perception.detections.items]
+    # chips read "person on the left": clicking one adds a phrase naming that object to the caption
+    boxes = [((int(round(d.box[0])), int(round(d.box[1])), int(round(d.box[2])), int(round(d.box[3]))),
+              f"{label} {position}")
+             for d, (label, position) in zip(perception.detections.items, detected_objects(perception))]
     regions, scene = [], 0
     for region in perception.segmentation.regions[:MAX_REGIONS_SHOWN]:
         if region.kind == "object":
@@ -179,7 +189,19 @@ def analyze_source(hub: ModelHub, path: str | None, task_value: str, other_path:
     classes = (f"**Detected:** {found} · {len(drafted.perception.segmentation.regions)} regions "
                f"({drafted.perception.segmentation.backend}, {drafted.perception.detections.model})")
     detection, segmentation = _annotations(rgb, drafted.perception)
-    return Analysis(detection, segmentation, classes, drafted.caption.text, describe_caption_source(drafted.caption))
+    if drafted.perception.detections.items:
+        classes += " · click a detected object to ask for it to stand out"
+    return Analysis(detection, segmentation, classes, drafted.caption.text, describe_caption_source(drafted.caption),
+                    detected_objects(drafted.perception))
+
+
+def add_object_phrase(caption: str, objects: list[tuple[str, str]] | list[list[str]], index: Any) -> str:
+    """The caption with a phrase that names and highlights detection ``index`` ("Highlight the person on the
+    left."); unchanged when the index is not one of ``objects`` or the phrase is already there."""
+    if not isinstance(index, int) or not 0 <= index < len(objects):
+        return caption
+    label, position = objects[index]
+    return add_phrase(caption or "", highlight_phrase(label, position))
 
 
 # ---------------------------------------------------------------------------------------------- fusion
@@ -197,6 +219,7 @@ class FusionOutputs:
     summary: str
     files: list[str]
     run: dict[str, Any]
+    text_effect: np.ndarray | None = None  # this run minus the drafted captions' run (grey-level colour scale)
 
 
 def metric_table(scores: dict[str, dict[str, float]]) -> pd.DataFrame:
@@ -225,8 +248,13 @@ def _prepare_captions(hub: ModelHub, pair: ImagePair, task: str, folders: tuple[
 
 def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value: str, caption_1: str,
                caption_2: str, use_text: bool, method: str, resize: bool, run_number: int,
-               progress: Callable[..., Any] = lambda *a, **k: None) -> FusionOutputs:
-    """Load, fuse, score and render one run; writes its PNG, JSON and CSV under the output folder."""
+               progress: Callable[..., Any] = lambda *a, **k: None,
+               drafts: tuple[str | None, str | None] = (None, None)) -> FusionOutputs:
+    """Load, fuse, score and render one run; writes its PNG, JSON and CSV under the output folder.
+
+    With TGIF and text on, the pair is also decoded under the drafted captions (``drafts``, drafted here when
+    missing): the run's text-effect map is this run minus that one, i.e. what the caption edits changed.
+    """
     started = time.perf_counter()
     task, folders = parse_task(task_value)
     progress(0.02, desc="Loading images")
@@ -243,6 +271,7 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
     seconds: dict[str, float] = {"load": time.perf_counter() - started}
     notes: list[str] = []
     captions, authors = ["", ""], ["", ""]
+    text_effect, text_stats = None, None
     if method == TGIF_METHOD:
         if not hub.has_tgif(task):
             raise gr.Error(f"The TGIF model for {task.upper()} is missing ({hub.weights(task).name}); "
@@ -263,9 +292,27 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
                     if count > fuser.max_tokens:  # as in training, so a note rather than a warning
                         gr.Info(f"Caption {index + 1} has {count} tokens; the model reads its first "
                                 f"{fuser.max_tokens} (the length it was trained with).")
+        reference = None
+        if use_text:
+            reference = _reference_captions(hub, pair, task, folders, drafts)
+            if tuple(captions) == reference:
+                reference = None
+                notes.append("The captions are the drafts, so the text-effect map is empty: add a phrase (or click a "
+                             "detected object) and fuse again to see what it changes.")
         progress(0.35, desc="Encoding captions and running the network" if use_text else "Running the network")
-        result = fuser.fuse(pair, captions=tuple(captions) if use_text else None, use_text=use_text)
+        result = fuser.fuse(pair, captions=tuple(captions) if use_text else None, use_text=use_text,
+                            reference_captions=reference)
         fused = result.image
+        if result.reference_luminance is not None:
+            text_effect, vmax = difference_map(result.reference_luminance, result.luminance,
+                                               vmax=max(TEXT_EFFECT_MIN_SCALE, _effect_scale(result)))
+            change = np.abs(result.luminance - result.reference_luminance) * 255.0
+            text_stats = {"mean_abs": float(change.mean()), "max_abs": float(change.max()),
+                          "changed_3_levels": float((change >= 3).mean()), "scale": vmax * 255.0}
+            notes.append(f"Text effect (this run − drafted captions): mean |Δ| {text_stats['mean_abs']:.2f} grey "
+                         f"levels, max {text_stats['max_abs']:.0f}; "
+                         f"{100 * text_stats['changed_3_levels']:.1f}% of pixels "
+                         "changed by 3 levels or more.")
         seconds.update(result.seconds)
         notes.extend(result.notes)
         label = "TGIF" if use_text else "TGIF (no text)"
@@ -297,7 +344,7 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
         "method": label, "use_text": use_text, "captions": captions, "caption_authors": authors,
         "weights": hub.weights(task).name if method == TGIF_METHOD else None,
         "device": hub.device_label if method == TGIF_METHOD else "CPU", "seconds": seconds, "notes": notes,
-        "metrics": scores,
+        "metrics": scores, "text_effect": text_stats,
     }
     folder = hub.config.output_dir / run_id
     files = write_run(folder, f"tgif_{task}_{run_id}", fused, record)
@@ -316,7 +363,31 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
         "sources": [_save_view(folder / f"source_{i + 1}.png", v) for i, v in enumerate(source_views)],
     }
     return FusionOutputs(to_uint8(fused), errors[0], errors[1],
-                         metric_table(scores), figure, summary, [str(p) for p in files.values()], run)
+                         metric_table(scores), figure, summary, [str(p) for p in files.values()], run, text_effect)
+
+
+#: Smallest half-width of the text-effect colour scale (in [0, 1] units: 2 grey levels), so that noise-level
+#: changes do not fill the map with colour.
+TEXT_EFFECT_MIN_SCALE = 2.0 / 255.0
+
+
+def _effect_scale(result: Any) -> float:
+    """The text-effect map's half-width: the 99.9th percentile of |Δ| (a few strong pixels set it)."""
+    return float(np.percentile(np.abs(result.luminance - result.reference_luminance), 99.9))
+
+
+def _reference_captions(hub: ModelHub, pair: ImagePair, task: str, folders: tuple[str, str],
+                        drafts: tuple[str | None, str | None]) -> tuple[str, str]:
+    """The drafted captions of both sources (from the analysis when it ran, else drafted now; perception is
+    cached, so that costs a caption draft)."""
+    texts = []
+    for index in range(2):
+        draft = (drafts[index] or "").strip()
+        if not draft:
+            _, captioned = _draft(hub, (pair.a, pair.b)[index].pixels, folders[index], task)
+            draft = captioned.caption.text
+        texts.append(draft)
+    return texts[0], texts[1]
 
 
 def _save_view(path: Path, pixels: np.ndarray) -> str:
@@ -377,9 +448,11 @@ __all__ = [
     "MAX_CAPTION_CHARS",
     "TASK_CHOICES",
     "TGIF_METHOD",
+    "TEXT_EFFECT_MIN_SCALE",
     "Analysis",
     "Comparison",
     "FusionOutputs",
+    "add_object_phrase",
     "analyze_source",
     "compare_runs",
     "find_run",

@@ -17,6 +17,7 @@ from app.callbacks import (
     MAX_CAPTION_CHARS,
     TASK_CHOICES,
     TGIF_METHOD,
+    add_object_phrase,
     analyze_source,
     compare_runs,
     find_run,
@@ -112,6 +113,7 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
                         "note": gr.Markdown(elem_id=f"caption_note_{which}"),
                         "reset": gr.Button(f"Reset caption {which} to the draft", size="sm",
                                            elem_id=f"reset_{which}"),
+                        "objects": gr.State([]),
                     }
                     sources.append(parts)
 
@@ -135,6 +137,9 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
                                interactive=False, elem_id="error_1")
             error_2 = gr.Image(label=f"|F − source 2| (scale 0 to {ERROR_MAP_VMAX:g})", format="png",
                                interactive=False, elem_id="error_2")
+            text_effect = gr.Image(label="Text effect: this run − the drafted captions' run (red: brighter, "
+                                         "blue: darker; scale in grey levels)", format="png", interactive=False,
+                                   elem_id="text_effect")
         with gr.Row():
             table = gr.Dataframe(label="Metrics on this pair (higher is better)", interactive=False,
                                  elem_id="metrics")
@@ -168,10 +173,10 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
                 known = {**known}
                 if result is None:
                     known.pop(str(which), None)
-                    return None, None, "", "", "", known
+                    return None, None, "", "", "", known, []
                 known[str(which)] = result.caption
                 return (result.detection, result.segmentation, result.classes, result.caption,
-                        result.caption_note, known)
+                        result.caption_note, known, result.objects)
 
             analyze.__name__ = f"analyze_{which}"
             return analyze
@@ -181,11 +186,17 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
             other = sources[2 - which]["image"]
             analyses.append((make_analyze(which), [parts["image"], task, other, drafts],
                              [parts["detection"], parts["segmentation"], parts["classes"], parts["caption"],
-                              parts["note"], drafts]))
+                              parts["note"], drafts, parts["objects"]]))
             parts["image"].change(analyses[-1][0], analyses[-1][1], analyses[-1][2], api_name=f"analyze_{which}",
                                   concurrency_id=MODEL_QUEUE, concurrency_limit=config.concurrency)
             parts["reset"].click(lambda known, w=which: known.get(str(w), ""), [drafts], [parts["caption"]],
                                  api_name=f"reset_caption_{which}")
+
+            def highlight(caption: str, objects: list, evt: gr.SelectData) -> str:
+                return add_object_phrase(caption, objects, evt.index)
+
+            parts["detection"].select(highlight, [parts["caption"], parts["objects"]], [parts["caption"]],
+                                      api_name=False)
 
         def on_task(task_value: str) -> tuple:
             base, _ = parse_task(task_value)
@@ -201,10 +212,10 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
 
         @user_errors
         def fuse_pair(path_1, path_2, task_value, caption_1, caption_2, text_on, method_name, resize_on,
-                      slider_source, history, progress=gr.Progress()) -> tuple:
+                      slider_source, history, known, progress=gr.Progress()) -> tuple:
             number = (history[-1]["number"] + 1) if history else 1
             out = run_fusion(hub, path_1, path_2, task_value, caption_1, caption_2, text_on, method_name,
-                             resize_on, number, progress=progress)
+                             resize_on, number, progress=progress, drafts=(known.get("1"), known.get("2")))
             history = [*history, out.run][-config.history:]
             choices = [run["label"] for run in history]
             # The run's PNG files already hold these pixels: hand gradio the paths, not arrays to encode again.
@@ -212,7 +223,7 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
             before = view_1_png if slider_source == SLIDER_CHOICES[0] else view_2_png
             previous = choices[-2] if len(choices) > 1 else None
             return (fused_png, view_1_png, view_2_png, (before, fused_png), out.error_1, out.error_2,
-                    out.table, out.figure, out.summary, out.files, history,
+                    out.text_effect, out.table, out.figure, out.summary, out.files, history,
                     gr.update(choices=choices, value=previous), gr.update(choices=choices, value=choices[-1]))
 
         @user_errors
@@ -231,8 +242,9 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
         fuse.click(
             fuse_pair,
             [sources[0]["image"], sources[1]["image"], task, sources[0]["caption"], sources[1]["caption"], use_text,
-             method, resize, slider_with, runs],
-            [fused, view_1, view_2, slider, error_1, error_2, table, plot, summary, files, runs, run_a, run_b],
+             method, resize, slider_with, runs, drafts],
+            [fused, view_1, view_2, slider, error_1, error_2, text_effect, table, plot, summary, files, runs, run_a,
+             run_b],
             api_name="fuse", concurrency_id=MODEL_QUEUE, concurrency_limit=config.concurrency,
         ).success(compare, [run_a, run_b, runs], compare_outputs, api_name=False)
         run_a.input(compare, [run_a, run_b, runs], compare_outputs, api_name="compare")

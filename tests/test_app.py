@@ -22,6 +22,7 @@ import gradio as gr  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 
 from app.callbacks import (  # noqa: E402
+    add_object_phrase,
     analyze_source,
     compare_runs,
     parse_task,
@@ -62,9 +63,9 @@ def hub(app_env) -> ModelHub:
 
 
 def _run(hub, path_1=IR, path_2=VI, task="ivf", captions=("", ""), use_text=True, method="TGIF", resize=False,
-         number=1):
+         number=1, drafts=(None, None)):
     return run_fusion(hub, str(path_1) if path_1 else None, str(path_2) if path_2 else None, task, captions[0],
-                      captions[1], use_text, method, resize, number)
+                      captions[1], use_text, method, resize, number, drafts=drafts)
 
 
 # ----------------------------------------------------------------------------------------- settings
@@ -254,6 +255,42 @@ def test_text_steers_and_compare_reports_exact_deltas(hub):
     assert "Fuse twice" in compare_runs(first.run, None).text
 
 
+# ----------------------------------------------------------------------------------------- steering
+
+
+def test_detection_chips_name_class_and_position_and_a_click_adds_a_phrase(hub):
+    result = analyze_source(hub, str(IR), "ivf", str(VI), 1)
+    assert len(result.objects) == len(result.detection[1])
+    for (_, chip), (label, position) in zip(result.detection[1], result.objects):
+        assert chip == f"{label} {position}" and position.split()[0] in ("on", "in", "at")
+    objects = [("person", "on the left"), ("car", "at the bottom right")]
+    caption = add_object_phrase("It shows a person on the left.", objects, 0)
+    assert caption == "It shows a person on the left. Highlight the person on the left."
+    assert add_object_phrase(caption, objects, 0) == caption  # a second click adds nothing
+    assert add_object_phrase("", objects, 1) == "Highlight the car at the bottom right."
+    assert add_object_phrase("as is", objects, 7) == "as is" and add_object_phrase("as is", objects, None) == "as is"
+
+
+def test_text_effect_map_shows_what_a_caption_edit_changed(hub):
+    drafts = (analyze_source(hub, str(IR), "ivf", str(VI), 1).caption,
+              analyze_source(hub, str(VI), "ivf", str(IR), 2).caption)
+    plain = _run(hub, captions=drafts, drafts=drafts)
+    assert plain.text_effect is None and "text-effect map is empty" in plain.summary
+    edited = (drafts[0] + " Highlight the person on the left.", drafts[1])
+    out = _run(hub, captions=edited, drafts=drafts, number=2)
+    height, width = out.fused.shape[:2]
+    assert out.text_effect.shape[1] == width and out.text_effect.shape[0] > height  # map + grey-level colour bar
+    stats = json.loads(Path(out.files[1]).read_text())["text_effect"]
+    assert stats["mean_abs"] > 0 and stats["scale"] >= 2.0
+    assert "Text effect (this run − drafted captions)" in out.summary
+    # the map is the signed difference of the two decodes: recompute it from the run's own fused image
+    fuser = hub.fuser("ivf")
+    pair = load_pair(str(IR), str(VI), task="ivf")
+    reference = fuser.fuse(pair, captions=drafts).luminance
+    fused_y = fuser.fuse(pair, captions=edited).luminance
+    assert np.abs(fused_y - reference).mean() * 255 == pytest.approx(stats["mean_abs"], rel=1e-3, abs=1e-3)
+
+
 # ----------------------------------------------------------------------------------------- HTTP API
 
 
@@ -272,7 +309,8 @@ def test_api_analyze_and_fuse_and_compare(server):
     assert Path(det["image"]).is_file() and "infrared" in caption and "template" in note
     outputs = client.predict(handle_file(str(IR)), handle_file(str(VI)), "ivf", caption, "a car on the left",
                              True, "TGIF", False, "source 2", api_name="/fuse")
-    fused, view_1, view_2, slider, error_1, error_2, table, plot, summary, files, run_a, run_b = outputs
+    fused, view_1, view_2, slider, error_1, error_2, effect, table, plot, summary, files, run_a, run_b = outputs
+    assert Path(effect).is_file()  # caption 2 was edited: the text-effect map against the drafted captions
     fused_pixels = load_image(fused).pixels
     assert fused_pixels.shape == (240, 320, 3)
     assert [Path(f).suffix for f in files] == [".png", ".json", ".csv"]

@@ -1,8 +1,9 @@
 """The demo in a real browser: Debian's chromium driven by Playwright (no browser download).
 
-Uploads the bundled IVF pair, waits for the maps and drafted captions, edits a caption, clicks
-Fuse, and checks the result, the before/after slider, both error maps and the metric panel; then
-fuses again with text off and checks the A/B comparison. A full-page screenshot and the time from
+Uploads the bundled IVF pair, waits for the maps and drafted captions, clicks a detected object's
+chip (which adds a phrase naming it to the caption), fuses and checks the text-effect map; edits a
+caption, clicks Fuse, and checks the result, the before/after slider, both error maps and the metric
+panel; then fuses again with text off and checks the A/B comparison. A full-page screenshot and the time from
 the Fuse click to the result go to ``$TGIF_SCREENSHOT_DIR`` (default: the test's temp folder).
 """
 
@@ -74,6 +75,29 @@ def test_upload_edit_fuse_compare_in_chromium(app_url, tmp_path):
         expect(page.locator("#segmentation_2 img").first).to_be_visible()
         expect(page.locator("#caption_note_1")).to_contain_text("template drafter")
 
+        drafted_1 = caption_1.input_value()
+        fresh = out_dir / "app_fresh.jpg"
+        page.screenshot(path=str(fresh), full_page=True, type="jpeg", quality=85)
+
+        # Steering: a click on a detected object's chip adds a phrase naming it; Fuse shows the text effect.
+        chips = page.locator("#detections_1 .legend-item")
+        expect(chips.first).to_be_visible(timeout=30_000)
+        chip = chips.first.inner_text()
+        chips.first.click()
+        expect(caption_1).to_have_value(re.compile(re.escape(f"Highlight the {chip}.")), timeout=30_000)
+        assert caption_1.input_value().startswith(drafted_1)
+        cold_started = time.perf_counter()
+        page.locator("#fuse_btn").click()
+        expect(page.locator("#summary")).to_contain_text("Run 1: TGIF", timeout=120_000)
+        cold_seconds = time.perf_counter() - cold_started
+        effect = page.locator("#text_effect img")
+        expect(effect).to_be_visible(timeout=30_000)
+        expect(page.locator("#summary")).to_contain_text("Text effect (this run − drafted captions)")
+        effect.scroll_into_view_if_needed()
+        steer_shot = out_dir / "app_steer.jpg"
+        page.locator("#fused").scroll_into_view_if_needed()
+        page.screenshot(path=str(steer_shot), full_page=False, type="jpeg", quality=85)
+
         caption_1.fill("A bright pedestrian walks along the road at night; keep the warm person sharp.")
         started = time.perf_counter()
         page.locator("#fuse_btn").click()
@@ -85,7 +109,7 @@ def test_upload_edit_fuse_compare_in_chromium(app_url, tmp_path):
         expect(page.locator("#error_2 img")).to_be_visible()
         expect(page.locator("#metrics")).to_contain_text("TGIF")
         expect(page.locator("#metrics_plot img, #metrics_plot canvas, #metrics_plot svg").first).to_be_visible()
-        expect(page.locator("#summary")).to_contain_text("Run 1: TGIF")
+        expect(page.locator("#summary")).to_contain_text("Run 2: TGIF")
         expect(page.locator("#downloads")).to_contain_text(".png")
         summaries = [page.locator("#summary").inner_text()]
 
@@ -99,7 +123,7 @@ def test_upload_edit_fuse_compare_in_chromium(app_url, tmp_path):
             return seconds
 
         page.locator("#use_text input[type=checkbox]").uncheck()
-        second_seconds = fuse_again("Run 2: TGIF (no text)")
+        second_seconds = fuse_again("Run 3: TGIF (no text)")
         diff = page.locator("#compare_diff img")
         expect(diff).to_have_count(1, timeout=30_000)
         diff.scroll_into_view_if_needed()
@@ -111,12 +135,13 @@ def test_upload_edit_fuse_compare_in_chromium(app_url, tmp_path):
 
         # Warm timing: text guidance back on, models already loaded.
         page.locator("#use_text input[type=checkbox]").check()
-        third_seconds = fuse_again("Run 3: TGIF")
+        third_seconds = fuse_again("Run 4: TGIF")
         browser.close()
     timing = {"pair": ["/".join(IR.parts[-3:]), "/".join(VI.parts[-3:])],
-              "cold_fuse_click_to_result_s": round(first_seconds, 2),
+              "cold_fuse_click_to_result_s": round(cold_seconds, 2),
+              "caption_edit_fuse_click_to_result_s": round(first_seconds, 2),
               "no_text_fuse_click_to_result_s": round(second_seconds, 2),
               "warm_fuse_click_to_result_s": round(third_seconds, 2), "server_summaries": summaries}
     (out_dir / "app_fuse_timing.json").write_text(json.dumps(timing, indent=1))
-    assert shot.stat().st_size > 30_000
+    assert shot.stat().st_size > 30_000 and steer_shot.stat().st_size > 20_000 and fresh.stat().st_size > 20_000
     assert not outside, f"the page requested outside resources: {outside[:5]}"

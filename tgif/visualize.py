@@ -85,9 +85,10 @@ def difference_map(first: np.ndarray, second: np.ndarray, vmax: float | None = N
         first, second: float images in [0, 1], same size.
         vmax: half-width of the symmetric scale; by default the 99.5th percentile of |difference|
             (at least 1/255), so that small text-driven changes stay visible.
+        scale_bar: append a strip whose ends are labelled in grey levels (0-255 units), e.g. "-2.0 levels".
 
     Returns:
-        (uint8 RGB map, the vmax used).
+        (uint8 RGB map, the vmax used, in [0, 1] units).
     """
     a, b = _as_luminance(first), _as_luminance(second)
     _check_same_shape(a, b)
@@ -96,7 +97,9 @@ def difference_map(first: np.ndarray, second: np.ndarray, vmax: float | None = N
         vmax = max(float(np.percentile(np.abs(diff), 99.5)), 1.0 / 255.0)
     rgb = colorize_scalar(diff, -vmax, vmax, cmap)
     if scale_bar:
-        rgb = np.concatenate([rgb, _scale_bar(rgb.shape[1], cmap, f"-{vmax:.3g}", f"+{vmax:.3g}")], axis=0)
+        levels = vmax * 255.0
+        rgb = np.concatenate([rgb, _scale_bar(rgb.shape[1], cmap, f"-{levels:.1f} levels", f"+{levels:.1f} levels")],
+                             axis=0)
     return rgb, vmax
 
 
