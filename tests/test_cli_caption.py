@@ -30,7 +30,7 @@ def test_caption_pair_writes_maps_and_captions(tmp_path, capsys) -> None:
     records = json.loads((out / "captions.json").read_text())
     assert [r["modality"] for r in records] == ["infrared", "visible"]
     for record in records:
-        assert "infrared-visible image fusion" in record["caption"]
+        assert f"{record['modality']} image." in record["caption"]
         assert record["captioner"] == "template" and record["mode"] == "full"
         for kind in ("detection", "segmentation"):
             with Image.open(record["maps"][kind]) as im:

@@ -145,6 +145,18 @@ def _frame(key: str, rng: np.random.Generator, size: int = 48) -> Frame:
     return Frame(key, y_a, y_b, ("An infrared image.", "A visible image."), objects, 1.0)
 
 
+def test_loss_schedule_switches_weights_at_its_steps_and_rejects_unknown_ones():
+    from tgif.train.steer import load_steer_settings, loss_settings
+
+    settings = load_steer_settings({"init": "x", "out_dir": "y", "w_in": 3.0,
+                                    "loss_schedule": {"100": {"w_in": 8.0}, 50: {"margin": 0.5}}})
+    assert (loss_settings(settings, 49).w_in, loss_settings(settings, 49).margin) == (3.0, 0.3)
+    assert (loss_settings(settings, 50).w_in, loss_settings(settings, 50).margin) == (3.0, 0.5)
+    assert (loss_settings(settings, 100).w_in, loss_settings(settings, 100).margin) == (8.0, 0.5)
+    with pytest.raises(ValueError, match="cannot be scheduled"):
+        load_steer_settings({"init": "x", "out_dir": "y", "loss_schedule": {10: {"lr": 1.0}}})
+
+
 def test_make_example_names_only_what_its_boxes_hold():
     rng = np.random.default_rng(0)
     frame = _frame("a", rng)

@@ -374,17 +374,22 @@ def build_results(settings: ResultsSettings | None = None,
                           + "|---|" + "---:|" * (len(PAPER_METRICS) + 3) + "\n" + "\n".join(sens_rows))
         _save(distribution_figure(by_dataset["msrs_test"]), figures / "distribution_msrs_test.png")
 
+    steering_md = ""
+    if "msrs_test" in by_dataset and is_main():
+        steering_md = steering_section(figures, settings.limit, settings.progress, log)
+
     qualitative = []
     for task, dataset in QUALITATIVE:
         if dataset in by_dataset:
             qualitative.append(_save(qualitative_figure(out, dataset, ["tgif", "laplacian", "max", "average"]),
                                      figures / f"qualitative_{task}.png"))
     curves = []
-    for task in ("ivf", "mef", "mff"):
-        log_csv = WEIGHTS_DIR / "logs" / f"tgif_{task}_train.csv"
+    for stem, title in (("ivf_base", "TGIF IVF training (fusion loss)"), ("ivf", "TGIF IVF steering fine-tune"),
+                        ("mef", "TGIF MEF training"), ("mff", "TGIF MFF training")):
+        log_csv = WEIGHTS_DIR / "logs" / f"tgif_{stem}_train.csv"
         if log_csv.exists():
-            curves.append(_save(curves_figure(log_csv, WEIGHTS_DIR / "logs" / f"tgif_{task}_val.csv",
-                                              f"TGIF {task.upper()} training"), figures / f"curves_{task}.png"))
+            curves.append(_save(curves_figure(log_csv, WEIGHTS_DIR / "logs" / f"tgif_{stem}_val.csv", title),
+                                figures / f"curves_{stem}.png"))
 
     speed_md = ""
     if settings.bench and is_main():
@@ -403,7 +408,7 @@ def build_results(settings: ResultsSettings | None = None,
         (out / "bench_pipeline.json").write_text(json.dumps(speed, indent=1))
 
     markdown = _render(settings, sections, ablation_md, sensitivity_md, speed_md, throughput, qualitative, curves,
-                       figures, docs, time.perf_counter() - started)
+                       figures, docs, time.perf_counter() - started, steering_md)
     path = docs / "RESULTS.md"
     if is_main():
         docs.mkdir(parents=True, exist_ok=True)
@@ -423,9 +428,47 @@ def _device_line() -> str:
     return line
 
 
+#: The IVF checkpoints the steering table compares: before (the fusion-only teacher) and after the steering fine-tune.
+STEERING_WEIGHTS = (("before: fusion loss only (20k steps)", WEIGHTS_DIR / "tgif_ivf_base.safetensors"),
+                    ("after: steering fine-tune", WEIGHTS_DIR / "tgif_ivf.safetensors"))
+
+
+def steering_section(figures: Path, limit: int | None = None, progress: bool = False,
+                     log: Callable[[str], None] = logger.info) -> str:
+    """The steering benchmark (``tgif steer``) on msrs_test for the checkpoints of :data:`STEERING_WEIGHTS`
+    that exist, as markdown, and ``figures/steering_ivf.png`` (neutral, named, text effect per checkpoint)."""
+    from tgif.steering import run_steer_benchmark, steer_cases, steering_figure
+
+    present = [(label, path) for label, path in STEERING_WEIGHTS if path.exists()]
+    if not present:
+        return ""
+    rows = []
+    for label, path in present:
+        log(f"steering benchmark: {path.name}")
+        report = run_steer_benchmark(path, "msrs_test", limit=limit, progress=progress)
+        med = report.medians()
+        rows.append(f"| {label} (`{path.name}`) | {med['delta_in']:.2f} | {med['delta_out']:.2f} | "
+                    f"{med['locality']:.1f}x | {100 * med['contrast_gain']:+.1f}% | {med['absent']:.2f} | "
+                    f"{med['nothing']:.2f} |")
+        pairs = len(report.controls)
+    table = ("| checkpoint | Δ inside box | Δ outside | locality | box contrast gain | absent object: Δ | "
+             "naming nothing: Δ |\n|---|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows))
+    cases = steer_cases("msrs_test", limit=limit)
+    person = next((c for c in cases if c.label == "person"), cases[0])
+    _save(steering_figure([path for _, path in present], person), figures / "steering_ivf.png")
+    return (f"`tgif steer` on the {pairs} msrs_test pairs where the detector finds a person or a car: each pair "
+            "fused with its drafted captions and with a hand-written phrase naming that object and its position "
+            "appended to caption 1 (4 phrasings none of which the training used: \"The person on the right is "
+            "what matters.\", ...). Medians over pairs x phrasings, in grey levels (0-255). Locality = Δ inside "
+            "the box / Δ outside the box grown by 50%; contrast gain = relative change of |mean(box) − mean(ring)|. "
+            "The controls append \"The dog <position> is what matters.\" (absent) and \"This is a quiet night "
+            "scene.\" (naming nothing): mean |Δ| over the whole frame.\n\n" + table
+            + "\n\n![steering](figures/steering_ivf.png)")
+
+
 def _render(settings: ResultsSettings, sections: list[str], ablation_md: str, sensitivity_md: str, speed_md: str,
             throughput: dict[str, float], qualitative: list[Path], curves: list[Path], figures: Path, docs: Path,
-            seconds: float) -> str:
+            seconds: float, steering_md: str = "") -> str:
     rel = lambda p: os.path.relpath(p, docs)  # noqa: E731
     limit = f" **Only the first {settings.limit} pairs of each dataset were used.**" if settings.limit else ""
     parts = [
@@ -450,6 +493,8 @@ def _render(settings: ResultsSettings, sections: list[str], ablation_md: str, se
                   "their training captions (`assets/captions/ablation/`). "
                   "The paper gives the no-text and full rows only.", "", ablation_md, "",
                   f"![ablation]({rel(figures / 'ablation.png')})", ""]
+    if steering_md:
+        parts += ["## Steering: a caption that names an object", "", steering_md, ""]
     if sensitivity_md:
         parts += ["## Caption sensitivity", "",
                   "The main IVF model on msrs_test with different captions for the same pairs. "

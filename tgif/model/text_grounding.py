@@ -5,7 +5,8 @@ caption through a softmax over its tokens, so any added words shift every pixel 
 that names an object ("highlight the person on the left") should change that object and nothing
 else. :class:`TextGrounding` gives the network a place to do that:
 
-1. relevance: each pixel of the merged features (B, C, h, w), plus its position in the frame
+1. relevance: each pixel of the merged features (B, C, h, w) with its 5x5 neighbourhood (two 3x3
+   convolutions), plus its position in the frame
    (Fourier features of the normalised coordinates, so "on the left" can be grounded), is projected
    to a query q_p; each caption token, as the frozen text encoder gave it (the full D-wide feature,
    not the adapter's narrow one, so word meaning is not lost), to a key k_t;
@@ -13,8 +14,10 @@ else. :class:`TextGrounding` gives the network a place to do that:
    (B, 1, h, w). The soft maximum over tokens (not a softmax over them) means a pixel that no token
    points at stays near r = 0 however long the caption is, one token can light up a region on its
    own, and every token gets a share of the gradient while the head learns.
-2. emphasis: ``x + r * conv1x1(x)``; the 1x1 convolution starts at zero, so a network fine-tuned
-   from a checkpoint without grounding starts as that checkpoint.
+2. emphasis: ``x + gate(r) * conv1x1(x)`` with ``gate(r) = clamp((r - 0.5) / 0.5, 0, 1)``, so only
+   pixels the head judges more likely named than not are changed (a faint relevance spread over the
+   frame changes nothing); the 1x1 convolution starts at zero, so a network fine-tuned from a
+   checkpoint without grounding starts as that checkpoint.
 
 The relevance reads detached copies of the features and tokens: its own supervision (a map of the
 named boxes) trains the head alone and never pulls the fusion trunk, which only the fusion targets
@@ -35,6 +38,8 @@ from tgif.model.restormer import LayerNorm2d
 
 #: Frequencies (half-periods over the frame) of the position features of the pixel queries.
 POSITION_FREQUENCIES = (1.0, 2.0, 4.0)
+#: Relevance below which a pixel gets no emphasis (:func:`emphasis_gate`).
+GATE_THRESHOLD = 0.5
 #: Initial bias of the relevance logit: sigmoid(-4) ~ 0.018, so nothing is relevant at first.
 RELEVANCE_BIAS = -4.0
 
@@ -67,8 +72,9 @@ class TextGrounding(nn.Module):
         """Grounding on ``dim`` channels and ``text_dim``-wide tokens with ``key_dim``-wide queries and keys."""
         super().__init__()
         self.norm = LayerNorm2d(dim)
-        self.to_q = nn.Sequential(nn.Conv2d(dim, 2 * key_dim, kernel_size=1), nn.GELU(),
-                                  nn.Conv2d(2 * key_dim, key_dim, kernel_size=1))
+        # two 3x3 convolutions: a pixel's query sees its neighbourhood (an object's shape, not one feature vector)
+        self.to_q = nn.Sequential(nn.Conv2d(dim, 2 * key_dim, kernel_size=3, padding=1), nn.GELU(),
+                                  nn.Conv2d(2 * key_dim, key_dim, kernel_size=3, padding=1))
         self.position = nn.Conv2d(4 * len(POSITION_FREQUENCIES), key_dim, kernel_size=1, bias=False)
         self.norm_text = nn.LayerNorm(text_dim)
         self.to_k = nn.Sequential(nn.Linear(text_dim, 2 * key_dim), nn.GELU(), nn.Linear(2 * key_dim, key_dim))
@@ -93,4 +99,10 @@ class TextGrounding(nn.Module):
     def forward(self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Emphasise (B, C, h, w) features where the caption points; returns (features, relevance)."""
         relevance = self.relevance(x, tokens, mask)
-        return x + relevance * self.emphasis(x), relevance
+        return x + emphasis_gate(relevance) * self.emphasis(x), relevance
+
+
+def emphasis_gate(relevance: torch.Tensor) -> torch.Tensor:
+    """How much of the emphasis a pixel gets: 0 up to relevance 0.5 (where "named" stops being the likelier
+    answer), rising linearly to 1 at relevance 1, so a faint, spread-out relevance changes nothing."""
+    return ((relevance - GATE_THRESHOLD) / (1.0 - GATE_THRESHOLD)).clamp(0.0, 1.0)

@@ -42,7 +42,7 @@ import os
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,10 @@ class SteerSettings:
         gain: contrast amplification of the inside target (1 doubles the box-ring contrast).
         margin: the named box's contrast must exceed the teacher's by this fraction.
         w_out, w_in, w_ring, w_cf, w_grad, w_margin, w_ground: loss weights (module docstring).
+        w_neutral: weight of the neutral captions' anchor to the teacher (None: ``w_out``).
+        loss_schedule: ``{step: {setting: value}}``: from that step on, these loss settings (weights, ``gain``,
+            ``margin``) replace the ones above, e.g. a second phase that asks for more contrast once the
+            grounding head points at the right pixels.
         p_absent: share of named captions that name an absent class or a wrong position.
         p_phrase_only: share of named captions where the phrase replaces the drafted caption.
         p_neutral_extra: share of neutral captions with a sentence that names nothing.
@@ -125,6 +129,8 @@ class SteerSettings:
     w_grad: float = 0.25
     w_margin: float = 1.0
     w_ground: float = 1.0
+    w_neutral: float | None = None
+    loss_schedule: dict[int, dict[str, float]] = field(default_factory=dict)
     p_absent: float = 0.2
     p_phrase_only: float = 0.15
     p_neutral_extra: float = 0.25
@@ -454,7 +460,8 @@ def steering_loss(named: torch.Tensor, neutral: torch.Tensor, teacher: torch.Ten
     terms["ground"] = (grounding_loss(relevance, torch.cat([inside, torch.zeros_like(inside)]),
                                       torch.cat([unnamed, unnamed]))
                        if relevance is not None else named.new_zeros(()))
-    terms["total"] = (settings.w_out * (terms["out"] + terms["neutral"]) + settings.w_in * terms["in"]
+    w_neutral = settings.w_out if settings.w_neutral is None else settings.w_neutral
+    terms["total"] = (settings.w_out * terms["out"] + w_neutral * terms["neutral"] + settings.w_in * terms["in"]
                       + settings.w_ring * terms["ring"] + settings.w_cf * terms["cf"]
                       + settings.w_grad * terms["grad"] + settings.w_margin * terms["margin"]
                       + settings.w_ground * terms["ground"])
@@ -599,8 +606,8 @@ def train_steering(settings: SteerSettings, resume: bool = False, progress: bool
         s_text, s_mask = student_tokens.batch([e.named for e in examples] + [e.neutral for e in examples])
         fused, relevance = student.guide_and_ground(features.repeat(2), s_text, s_mask)
         batch = len(examples)
-        terms = steering_loss(fused[:batch], fused[batch:], target, [e.boxes for e in examples], settings, relevance,
-                              [e.others for e in examples])
+        terms = steering_loss(fused[:batch], fused[batch:], target, [e.boxes for e in examples],
+                              loss_settings(settings, step), relevance, [e.others for e in examples])
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         optimizer.step()
@@ -618,11 +625,30 @@ def train_steering(settings: SteerSettings, resume: bool = False, progress: bool
     return last
 
 
+#: Settings a ``loss_schedule`` entry may change.
+SCHEDULED = ("gain", "margin", "w_out", "w_in", "w_ring", "w_cf", "w_grad", "w_margin", "w_ground", "w_neutral")
+
+
+def loss_settings(settings: SteerSettings, step: int) -> SteerSettings:
+    """The settings in force at ``step`` (0-based): the entries of ``loss_schedule`` at or before it applied in order."""
+    overrides: dict[str, float] = {}
+    for start in sorted(int(k) for k in settings.loss_schedule):
+        if start <= step:
+            overrides.update(settings.loss_schedule[start] if start in settings.loss_schedule
+                             else settings.loss_schedule[str(start)])  # type: ignore[index]
+    return replace(settings, **overrides) if overrides else settings
+
+
 def load_steer_settings(values: dict[str, Any]) -> SteerSettings:
     """Build :class:`SteerSettings` from a settings file's values; unknown keys are an error."""
     known = set(SteerSettings.__dataclass_fields__)
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown steering settings {unknown}; known: {sorted(known)}")
-    return SteerSettings(**values)
+    schedule = {int(k): dict(v) for k, v in (values.get("loss_schedule") or {}).items()}
+    for start, entry in schedule.items():
+        bad = sorted(set(entry) - set(SCHEDULED))
+        if bad:
+            raise ValueError(f"loss_schedule step {start}: {bad} cannot be scheduled; allowed: {list(SCHEDULED)}")
+    return SteerSettings(**{**values, "loss_schedule": schedule})
 
