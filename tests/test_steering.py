@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -321,9 +320,7 @@ def test_two_stage_network_equals_forward_on_the_committed_weights():
     assert torch.equal(whole, staged)
 
 
-@pytest.mark.skipif(not os.environ.get("TGIF_SHARED") and not (REPO.parent / "shared" / "data").is_dir(),
-                    reason="needs shared/data (msrs_test)")
-def test_steer_command_prints_per_pair_rows_and_medians(capsys, tmp_path):
+def test_steer_command_prints_per_pair_rows_and_medians(data_root, capsys, tmp_path):
     from tgif.cli import main
 
     assert main(["steer", "--limit", "1", "--no-progress", "--csv", str(tmp_path / "steer.csv")]) == 0
