@@ -294,7 +294,9 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
                                 f"{fuser.max_tokens} (the length it was trained with).")
         reference = None
         if use_text:
-            reference = _reference_captions(hub, pair, task, folders, drafts)
+            # a caption drafted just now (it was empty) is its own reference: no second draft
+            known = tuple(c if author != "user" else d for c, author, d in zip(captions, authors, drafts))
+            reference = _reference_captions(hub, pair, task, folders, known)
             if tuple(captions) == reference:
                 reference = None
                 notes.append("The captions are the drafts, so the text-effect map is empty: add a phrase (or click a "

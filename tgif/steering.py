@@ -21,7 +21,6 @@ training never saw (:data:`tgif.captions.steering.HELD_OUT_TEMPLATES`); any file
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
@@ -128,19 +127,16 @@ def steer_cases(dataset: str | os.PathLike, captions_file: str | os.PathLike | N
     Raises:
         DatasetError: the dataset or its caption file is missing, or the dataset is not IVF.
     """
+    from PIL import Image
+
+    from tgif.captions.dataset import read_caption_records
     from tgif.io.datasets import list_pairs, resolve_dataset
     from tgif.train.steer import merge_detections
 
     folder = resolve_dataset(dataset)
     file = Path(captions_file) if captions_file else (
         Path(__file__).resolve().parents[1] / "assets" / "captions" / "data" / f"{folder.name}.jsonl")
-    if not file.is_file():
-        raise DatasetError(f"caption file {file} not found; caption the dataset first (tgif caption --dataset ...)")
-    records = {}
-    for line in file.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            records.setdefault((record["id"], record["modality_folder"]), record)
+    records = read_caption_records(file)
     cases = []
     for files in list_pairs(folder):
         keys = [(files.id, files.path_a.parent.name), (files.id, files.path_b.parent.name)]
@@ -154,8 +150,6 @@ def steer_cases(dataset: str | os.PathLike, captions_file: str | os.PathLike | N
         if not objects:
             continue
         label, box = objects[0]
-        from PIL import Image
-
         with Image.open(files.path_a) as image:
             width, height = image.size
         cases.append(SteerCase(files.id, label, tuple(box), box_position(box, width, height),
@@ -194,10 +188,9 @@ def run_steer_benchmark(weights: str | os.PathLike, dataset: str = "msrs_test",
                         progress: bool = True) -> SteerReport:
     """Fuse each case neutral, named (once per phrasing) and with both controls; see the module docstring.
 
-    The sources are encoded once per pair and only the text-guided decoder runs per caption.
+    The sources are encoded once per pair and only the text-guided decoder runs per caption
+    (:meth:`tgif.pipeline.TGIFFuser.fuse_luminance_texts`).
     """
-    import torch
-
     from tgif.pipeline import TGIFFuser
 
     fuser = TGIFFuser(weights, device=device)
@@ -212,27 +205,16 @@ def run_steer_benchmark(weights: str | os.PathLike, dataset: str = "msrs_test",
     report = SteerReport(str(weights), str(dataset), tuple(phrasings))
     for case in tqdm(cases, desc=f"steer {Path(str(weights)).stem}", unit="pair", disable=not progress):
         y_a, y_b = files_by_id[case.pair_id].load(on_large="downscale").luminances()
-        with torch.inference_mode():
-            ta = torch.from_numpy(np.ascontiguousarray(y_a))[None, None].to(fuser.device)
-            tb = torch.from_numpy(np.ascontiguousarray(y_b))[None, None].to(fuser.device)
-            features = fuser.model.encode_sources(ta, tb)
-
-            def fuse(caption_a: str, caption_b: str) -> np.ndarray:
-                text, mask = fuser.encode(caption_a, caption_b)
-                out = fuser.model.guide_and_decode(features, text.to(fuser.device), mask.to(fuser.device))
-                return out[0, 0].float().cpu().numpy()
-
-            neutral = fuse(*case.captions)
-            for phrasing in phrasings:
-                phrase = highlight_phrase(case.label, case.position, phrasing)
-                named = fuse(add_phrase(case.captions[0], phrase), case.captions[1])
-                report.rows.append({"pair": case.pair_id, "label": case.label, "position": case.position,
-                                    "phrase": phrase, **steer_stats(neutral, named, case.box)})
-            controls = {}
-            for key, phrase in (("absent", ABSENT_PHRASE.format(position=case.position)), ("nothing", NOTHING_PHRASE)):
-                other = fuse(add_phrase(case.captions[0], phrase), case.captions[1])
-                controls[key] = float(np.abs(other.astype(np.float64) - neutral).mean() * 255.0)
-            report.controls.append({"pair": case.pair_id, **controls})
+        phrases = [highlight_phrase(case.label, case.position, phrasing) for phrasing in phrasings]
+        controls = {"absent": ABSENT_PHRASE.format(position=case.position), "nothing": NOTHING_PHRASE}
+        captions = [case.captions] + [(add_phrase(case.captions[0], p), case.captions[1])
+                                      for p in (*phrases, *controls.values())]
+        neutral, *others = fuser.fuse_luminance_texts(y_a, y_b, [fuser.encode(*c) for c in captions])[0]
+        for phrase, named in zip(phrases, others):
+            report.rows.append({"pair": case.pair_id, "label": case.label, "position": case.position,
+                                "phrase": phrase, **steer_stats(neutral, named, case.box)})
+        changes = [float(np.abs(o.astype(np.float64) - neutral).mean() * 255.0) for o in others[len(phrases):]]
+        report.controls.append({"pair": case.pair_id, **dict(zip(controls, changes))})
     return report
 
 
@@ -280,7 +262,6 @@ def steering_figure(weights: Sequence[str | os.PathLike], case: SteerCase, datas
                     phrasing: str = HELD_OUT_TEMPLATES[0]) -> Figure:
     """One row per checkpoint: fused with the drafted captions, fused with the object named, and the text effect
     (named − neutral, signed, in grey levels), with the named box drawn on each panel."""
-    import torch
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
@@ -294,10 +275,9 @@ def steering_figure(weights: Sequence[str | os.PathLike], case: SteerCase, datas
     axes = fig.subplots(len(weights), 3, squeeze=False)
     for row, path in enumerate(weights):
         fuser = TGIFFuser(path, device="cpu")
-        with torch.inference_mode():
-            outputs, _ = fuser.fuse_luminance_texts(y_a, y_b, [fuser.encode(*case.captions),
-                                                               fuser.encode(add_phrase(case.captions[0], phrase),
-                                                                            case.captions[1])])
+        outputs, _ = fuser.fuse_luminance_texts(y_a, y_b, [fuser.encode(*case.captions),
+                                                           fuser.encode(add_phrase(case.captions[0], phrase),
+                                                                        case.captions[1])])
         effect = (outputs[1] - outputs[0]) * 255.0
         scale = max(2.0, float(np.percentile(np.abs(effect), 99.9)))
         stats = steer_stats(outputs[0], outputs[1], case.box)

@@ -110,8 +110,9 @@ def dataset_images(folder: Path) -> Iterator[tuple[str, str, Path]]:
                 yield modality, path.stem, path
 
 
-def read_caption_file(path: str | os.PathLike) -> dict[tuple[str, str], str]:
-    """Read a caption JSONL file into ``{(id, modality folder): caption}``; the first line of a key wins.
+def read_caption_records(path: str | os.PathLike) -> dict[tuple[str, str], dict[str, Any]]:
+    """Read a caption JSONL file into ``{(id, modality folder): record}`` (caption, detections, ...); the first
+    line of a key wins.
 
     Raises:
         DatasetError: the file is missing or a line is not a caption record.
@@ -119,17 +120,28 @@ def read_caption_file(path: str | os.PathLike) -> dict[tuple[str, str], str]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"caption file {path} not found; caption the dataset first (tgif caption)")
-    found: dict[tuple[str, str], str] = {}
+    found: dict[tuple[str, str], dict[str, Any]] = {}
     with path.open() as handle:
         for line_no, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-                found.setdefault((record["id"], record["modality_folder"]), record["caption"])
-            except (json.JSONDecodeError, KeyError) as exc:
+                if "caption" not in record:
+                    raise KeyError("caption")
+                found.setdefault((record["id"], record["modality_folder"]), record)
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise DatasetError(f"{path}:{line_no}: not a caption record ({exc})") from exc
     return found
+
+
+def read_caption_file(path: str | os.PathLike) -> dict[tuple[str, str], str]:
+    """Read a caption JSONL file into ``{(id, modality folder): caption}``; the first line of a key wins.
+
+    Raises:
+        DatasetError: the file is missing or a line is not a caption record.
+    """
+    return {key: record["caption"] for key, record in read_caption_records(path).items()}
 
 
 def _done_keys(out_path: Path) -> set[tuple[str, str]]:

@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from tgif.captions.dataset import read_caption_records
 from tgif.captions.steering import ABSENT_LABELS, LABEL_SYNONYMS, POSITION_SYNONYMS, box_position, object_phrase
 from tgif.errors import DatasetError
 from tgif.model import TGIFNet, load_tgif, save_tgif
@@ -174,17 +175,6 @@ def merge_detections(*lists: Sequence[dict[str, Any]], iou: float = 0.5) -> list
     return kept
 
 
-def _caption_records(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    if not path.is_file():
-        raise DatasetError(f"caption file {path} not found (the steering objective reads its detections)")
-    records: dict[tuple[str, str], dict[str, Any]] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            records.setdefault((record["id"], record["modality_folder"]), record)
-    return records
-
-
 def load_frames(train_root: str | os.PathLike, captions_dir: str | os.PathLike,
                 datasets: dict[str, float] | None = None, progress: bool = True) -> list[Frame]:
     """Load the steering frames: every pair of ``datasets`` with its drafted captions and merged detections.
@@ -198,7 +188,7 @@ def load_frames(train_root: str | os.PathLike, captions_dir: str | os.PathLike,
 
     frames: list[Frame] = []
     for dataset, weight in (datasets or STEER_DATASETS).items():
-        records = _caption_records(Path(captions_dir) / f"{dataset}.jsonl")
+        records = read_caption_records(Path(captions_dir) / f"{dataset}.jsonl")
         for files in tqdm(list_pairs(Path(train_root) / dataset), desc=f"steer frames {dataset}", unit="pair",
                           disable=not progress):
             keys = [(files.id, files.path_a.parent.name), (files.id, files.path_b.parent.name)]
@@ -630,12 +620,10 @@ SCHEDULED = ("gain", "margin", "w_out", "w_in", "w_ring", "w_cf", "w_grad", "w_m
 
 
 def loss_settings(settings: SteerSettings, step: int) -> SteerSettings:
-    """The settings in force at ``step`` (0-based): the entries of ``loss_schedule`` at or before it applied in order."""
+    """The settings in force at ``step`` (0-based): the ``loss_schedule`` entries at or before it, applied in order."""
     overrides: dict[str, float] = {}
-    for start in sorted(int(k) for k in settings.loss_schedule):
-        if start <= step:
-            overrides.update(settings.loss_schedule[start] if start in settings.loss_schedule
-                             else settings.loss_schedule[str(start)])  # type: ignore[index]
+    for start in sorted(k for k in settings.loss_schedule if k <= step):
+        overrides.update(settings.loss_schedule[start])
     return replace(settings, **overrides) if overrides else settings
 
 
