@@ -687,3 +687,33 @@ def test_mif_template_ignores_coco_classes_and_wording_of_single_leftover() -> N
     text = TemplateCaptioner().caption(inputs, "full").text
     assert "zebra" not in text and "MRI" in text
     assert counted(1, "other object") == "another object"
+
+
+def test_restrict_caption_drops_what_a_mode_may_not_use():
+    from tgif.captions.template import restrict_caption
+
+    full = ("It shows a person on the right. A dark, blurry infrared image. Segmentation shows an object region "
+            "(a person) and six scene regions; the largest cover 84% of the frame in the centre.")
+    assert restrict_caption(full, "full") == full
+    assert restrict_caption(full, "image+detection") == "It shows a person on the right. A dark, blurry infrared image."
+    assert restrict_caption(full, "image+segmentation") == (
+        "A dark, blurry infrared image. Segmentation shows an object region and six scene regions; the largest "
+        "cover 84% of the frame in the centre.")
+    assert restrict_caption("No objects are detected. A dim visible image.", "image") == "A dim visible image."
+    assert restrict_caption(full, "none") == ""
+    with pytest.raises(UnknownNameError):
+        restrict_caption(full, "everything")
+
+
+@pytest.mark.parametrize("mode", ["image+detection", "image+segmentation", "image"])
+def test_restrict_caption_gives_what_the_template_drafts_in_that_mode(mode):
+    from tgif.captions.template import restrict_caption
+
+    captioner = TemplateCaptioner()
+    detections = _detections()
+    one_person = Detections([d for d in detections.items if d.label == "person"], detections.image_size, "hand-made")
+    full = captioner.caption(_inputs(detections=one_person), "full").text
+    assert restrict_caption(full, mode) == captioner.caption(_inputs(detections=one_person), mode).text
+    # a full caption cut to MAX_WORDS has lost its lowest-priority sentences, which a narrower mode keeps
+    crowded = captioner.caption(_inputs(), "full").text
+    assert "Segmentation" not in crowded and "Segmentation" in captioner.caption(_inputs(), "image+segmentation").text

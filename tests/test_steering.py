@@ -28,6 +28,7 @@ from tgif.train.steer import (
     crop_objects,
     make_example,
     merge_detections,
+    mix_weights,
     region_masks,
     steer_target,
     student_from_teacher,
@@ -300,6 +301,64 @@ def test_student_starts_from_the_teacher_weights_with_frozen_encoders():
         assert torch.equal(student.state_dict()[name], value), name
     assert not any(p.requires_grad for p in student.encoder_a.parameters())
     assert all(p.requires_grad for p in student.text_a.parameters())
+
+
+def test_head_only_training_leaves_every_trunk_weight_and_an_ungrounded_caption_as_the_teacher(tmp_path):
+    torch.manual_seed(0)
+    config = TGIFConfig(dim=16, heads=2, text_heads=2, encoder_blocks=1, decoder_blocks=1, text_blocks=1,
+                        text_dim=HashEncoder.dim, downscale=2)
+    teacher = TGIFNet(config)
+    init = save_tgif(tmp_path / "teacher.safetensors", teacher, HashEncoder.name, "ivf", 0)
+    teacher, _ = load_tgif(init)
+    settings = SteerSettings(init=str(init), out_dir=str(tmp_path / "run"), steps=40, batch_size=2, crop=32,
+                             lr=0.0, head_lr=1e-2, warmup=2, checkpoint_every=40, freeze_trunk=True)
+    student, _ = load_tgif(train_steering(settings, progress=False, frames=[_two_square_pair()],
+                                          text_encoder=HashEncoder()))
+    trained = student.state_dict()
+    for name, value in teacher.state_dict().items():
+        assert torch.equal(trained[name], value), name  # the trunk is the teacher's, bit for bit
+    assert not torch.equal(trained["grounding.emphasis.weight"], torch.zeros_like(trained["grounding.emphasis.weight"]))
+    # a caption the head does not ground (relevance below the gate everywhere) gives the teacher's fusion exactly
+    student.grounding.bias.data.fill_(-50.0)
+    tokens = CaptionTokens(HashEncoder(), 64)
+    text, mask = tokens.batch([("Highlight the person.", "A visible image.")])
+    y = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(student(y, y.flip(-1), text, mask), teacher(y, y.flip(-1), text, mask))
+
+
+def test_mix_weights_moves_each_layer_part_of_the_way_to_the_other_network():
+    config = TGIFConfig(dim=16, heads=2, text_heads=2, encoder_blocks=1, decoder_blocks=1, text_blocks=1,
+                        text_dim=16, downscale=2)
+    torch.manual_seed(0)
+    a, b = TGIFNet(config), student_from_teacher(TGIFNet(config))  # b's extra grounding head is ignored
+    before = {k: v.clone() for k, v in a.state_dict().items()}
+    mix_weights(a, b, 0.25)
+    for name, value in a.state_dict().items():
+        assert torch.allclose(value, 0.75 * before[name] + 0.25 * b.state_dict()[name], atol=1e-6), name
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        mix_weights(a, b, 1.5)
+    with pytest.raises(ValueError, match="missing"):
+        mix_weights(b, a, 0.5)
+
+
+def test_head_init_takes_another_checkpoints_grounding_head(tmp_path):
+    torch.manual_seed(0)
+    config = TGIFConfig(dim=16, heads=2, text_heads=2, encoder_blocks=1, decoder_blocks=1, text_blocks=1,
+                        text_dim=16, downscale=2)
+    teacher = TGIFNet(config)
+    donor = student_from_teacher(TGIFNet(config))
+    torch.nn.init.normal_(donor.grounding.emphasis.weight)
+    path = save_tgif(tmp_path / "donor.safetensors", donor, "hash", "ivf", 0)
+    student = student_from_teacher(teacher, freeze_trunk=True, head_init=str(path))
+    assert torch.equal(student.grounding.emphasis.weight, donor.grounding.emphasis.weight)
+    for name, value in teacher.state_dict().items():
+        assert torch.equal(student.state_dict()[name], value), name
+    assert [n for n, p in student.named_parameters() if p.requires_grad] == \
+        [n for n, _ in student.named_parameters() if n.startswith("grounding.")]
+    with pytest.raises(ValueError, match="no grounding head"):
+        student_from_teacher(teacher, head_init=str(save_tgif(tmp_path / "plain.safetensors", teacher, "hash",
+                                                                 "ivf", 0)))
 
 
 # ---------------------------------------------------------------------------------------------- the committed weights

@@ -13,6 +13,7 @@ objects (it never claims that none were found).
 from __future__ import annotations
 
 import logging
+import re
 
 from tgif.captions.base import Caption, CaptionInput
 from tgif.captions.modes import ModeInputs, mode_inputs, task_name
@@ -107,3 +108,36 @@ def _fit(sentences: list[tuple[int, str]], max_words: int) -> str:
         kept.remove(dropped)
     words = " ".join(text for _, text in kept).split()
     return " ".join(words[:max_words])
+
+
+_SENTENCE_END = re.compile(r"(?<=\.)\s+")
+_CLASSES = re.compile(r" \([^)]*\)")
+
+
+def restrict_caption(text: str, mode: str) -> str:
+    """The caption this captioner drafts in ``mode`` for the inputs a full-mode caption ``text`` was drafted from.
+
+    Template captions are built from sentences of known kinds, so a narrower mode is the full caption less the
+    sentences (and, without detection, the class names in the segmentation sentence) that mode may not use:
+    "It shows a person on the right. A dark infrared image. Segmentation shows an object region (a person) and
+    six scene regions." in ``image+segmentation`` is "A dark infrared image. Segmentation shows an object
+    region and six scene regions." The steering ablation (:mod:`tgif.train.steer`) drafts its variants so.
+    Exact unless the full caption was cut to :data:`MAX_WORDS`: a sentence it left out for length (the
+    segmentation sentence goes first) cannot come back, though the narrower mode might have kept it.
+
+    Raises:
+        UnknownNameError: an unknown mode.
+    """
+    allowed = mode_inputs(mode)
+    if not allowed.image:
+        return ""
+    kept = []
+    for sentence in _SENTENCE_END.split(text.strip()):
+        is_detection = sentence.startswith(("It shows ", "No objects are detected"))
+        is_regions = sentence.startswith(("Segmentation shows ", "Segmentation finds "))
+        if (is_detection and not allowed.detection) or (is_regions and not allowed.segmentation):
+            continue
+        if is_regions and not allowed.detection:
+            sentence = _CLASSES.sub("", sentence)
+        kept.append(sentence)
+    return " ".join(kept)

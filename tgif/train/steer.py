@@ -53,6 +53,7 @@ from tqdm import tqdm
 
 from tgif.captions.dataset import read_caption_records
 from tgif.captions.steering import ABSENT_LABELS, LABEL_SYNONYMS, POSITION_SYNONYMS, box_position, object_phrase
+from tgif.captions.template import restrict_caption
 from tgif.errors import DatasetError
 from tgif.model import TGIFNet, load_tgif, save_tgif
 from tgif.model.tgif_net import TGIFConfig
@@ -93,6 +94,13 @@ class SteerSettings:
             is the fine-tuning rate of the teacher's layers, after a linear warm-up of ``warmup`` steps and
             with a cosine decay to a tenth.
         head_lr: learning rate of the new grounding head.
+        freeze_trunk: train the grounding head only: every layer of the teacher stays as it was, so a caption
+            the head does not ground (relevance below the gate everywhere) gives the teacher's output exactly.
+        head_init: a checkpoint whose grounding head starts the student's (empty: a new head, emphasis at zero).
+        trunk_from, trunk_mix: when ``trunk_from`` names a checkpoint of the same network (e.g. an earlier steering
+            run whose trunk was fine-tuned), the teacher becomes ``init + trunk_mix * (trunk_from - init)``,
+            layer by layer (weight-space ensembling, WiSE-FT: Wortsman et al., CVPR 2022), before the student is
+            built from it: part of what that fine-tune changed, at part of its cost in the base's strengths.
         warmup: warm-up steps.
         max_tokens: tokens read per caption by the student (the teacher reads what it was trained with).
         gain: contrast amplification of the inside target (1 doubles the box-ring contrast).
@@ -107,6 +115,8 @@ class SteerSettings:
         p_neutral_extra: share of neutral captions with a sentence that names nothing.
         checkpoint_every: steps between checkpoints.
         captions_dir: folder of the training caption files.
+        caption_mode: the caption mode of the drafted captions (the paper's Table 5 variants; the full-mode
+            caption files less what the mode may not use: :func:`tgif.captions.template.restrict_caption`).
     """
 
     init: str
@@ -118,6 +128,10 @@ class SteerSettings:
     crop: int = 160
     lr: float = 1e-4
     head_lr: float = 1e-3
+    freeze_trunk: bool = False
+    head_init: str = ""
+    trunk_from: str = ""
+    trunk_mix: float = 1.0
     warmup: int = 200
     seed: int = 0
     max_tokens: int = CAPTION_TOKENS
@@ -137,6 +151,7 @@ class SteerSettings:
     p_neutral_extra: float = 0.25
     checkpoint_every: int = 250
     captions_dir: str = ""
+    caption_mode: str = "full"
     datasets: dict[str, float] = field(default_factory=lambda: dict(STEER_DATASETS))
 
 
@@ -176,8 +191,10 @@ def merge_detections(*lists: Sequence[dict[str, Any]], iou: float = 0.5) -> list
 
 
 def load_frames(train_root: str | os.PathLike, captions_dir: str | os.PathLike,
-                datasets: dict[str, float] | None = None, progress: bool = True) -> list[Frame]:
-    """Load the steering frames: every pair of ``datasets`` with its drafted captions and merged detections.
+                datasets: dict[str, float] | None = None, progress: bool = True,
+                caption_mode: str = "full") -> list[Frame]:
+    """Load the steering frames: every pair of ``datasets`` with its drafted captions (as ``caption_mode`` drafts
+    them) and merged detections.
 
     Raises:
         DatasetError: a dataset or caption file is missing, or a pair has no caption.
@@ -204,7 +221,8 @@ def load_frames(train_root: str | os.PathLike, captions_dir: str | os.PathLike,
                 sx, sy = new_w / width, new_h / height
                 objects = [(label, (b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy)) for label, b in objects]
             frames.append(Frame(f"{dataset}/{files.id}", planes[0], planes[1],
-                                (records[keys[0]]["caption"], records[keys[1]]["caption"]), objects, weight))
+                                (restrict_caption(records[keys[0]]["caption"], caption_mode),
+                                 restrict_caption(records[keys[1]]["caption"], caption_mode)), objects, weight))
     return frames
 
 
@@ -500,17 +518,44 @@ class CaptionTokens:
 # ---------------------------------------------------------------------------------------------- model
 
 
-def student_from_teacher(teacher: TGIFNet) -> TGIFNet:
+def mix_weights(model: TGIFNet, other: TGIFNet, alpha: float) -> TGIFNet:
+    """Set every weight ``w`` of ``model`` to ``w + alpha * (w_other - w)`` (``other``'s extra layers, such as a
+    grounding head, are ignored); returns ``model``.
+
+    Raises:
+        ValueError: ``alpha`` outside [0, 1], or a layer of ``model`` that ``other`` lacks or shapes differently.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"trunk_mix must be in [0, 1], got {alpha}")
+    theirs = other.state_dict()
+    mixed = {}
+    for name, value in model.state_dict().items():
+        if name not in theirs or theirs[name].shape != value.shape:
+            raise ValueError(f"cannot mix weights: {name} is missing or shaped differently in the other network")
+        mixed[name] = value + alpha * (theirs[name].to(value.dtype) - value)
+    model.load_state_dict(mixed)
+    return model
+
+
+def student_from_teacher(teacher: TGIFNet, freeze_trunk: bool = False, head_init: str = "") -> TGIFNet:
     """A copy of ``teacher`` with a grounding head (whose emphasis starts at zero, so the student starts as the
-    teacher) and frozen source encoders."""
+    teacher, unless ``head_init`` names a checkpoint whose head it takes) and frozen source encoders (every
+    layer but the head with ``freeze_trunk``)."""
     config = TGIFConfig.from_dict({**teacher.config.to_dict(), "grounding": True})
     student = TGIFNet(config)
     missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
     extra = [k for k in missing if not k.startswith("grounding.")]
     if extra or unexpected:
         raise RuntimeError(f"teacher weights do not fit the student: missing {extra}, unexpected {unexpected}")
-    for module in (student.encoder_a, student.encoder_b):
+    if head_init:
+        source, _ = load_tgif(head_init)
+        if not source.config.grounding:
+            raise ValueError(f"head_init {head_init} has no grounding head")
+        student.grounding.load_state_dict(source.grounding.state_dict())
+    frozen = [student] if freeze_trunk else [student.encoder_a, student.encoder_b]
+    for module in frozen:
         module.requires_grad_(False)
+    student.grounding.requires_grad_(True)
     return student
 
 
@@ -532,22 +577,25 @@ def train_steering(settings: SteerSettings, resume: bool = False, progress: bool
     (out / "settings.json").write_text(json.dumps(asdict(settings), indent=2))
 
     teacher, metadata = load_tgif(settings.init)
+    if settings.trunk_from:
+        mix_weights(teacher, load_tgif(settings.trunk_from)[0], settings.trunk_mix)
     teacher.eval().requires_grad_(False)
     encoder = text_encoder if text_encoder is not None else text_encoder_for(metadata.text_encoder)
-    student = student_from_teacher(teacher)
+    student = student_from_teacher(teacher, settings.freeze_trunk, settings.head_init)
     if frames is None:
         shared = tgif_settings.shared_dir()
         if shared is None or not (shared / "train").is_dir():
             raise DatasetError("shared/train not found; set TGIF_SHARED")
         frames = load_frames(shared / "train", settings.captions_dir or DEFAULT_CAPTIONS_DIR, settings.datasets,
-                             progress)
+                             progress, settings.caption_mode)
     weights = np.array([f.weight for f in frames], np.float64)
     weights /= weights.sum()
     teacher_tokens = CaptionTokens(encoder, int(metadata.extra.get("max_tokens", 0)) or settings.max_tokens)
     student_tokens = CaptionTokens(encoder, settings.max_tokens)
     head = [p for n, p in student.named_parameters() if n.startswith("grounding.")]
     trunk = [p for n, p in student.named_parameters() if p.requires_grad and not n.startswith("grounding.")]
-    optimizer = torch.optim.Adam([{"params": trunk, "lr": settings.lr}, {"params": head, "lr": settings.head_lr}])
+    groups = [{"params": trunk, "lr": settings.lr}] if trunk else []
+    optimizer = torch.optim.Adam([*groups, {"params": head, "lr": settings.head_lr}])
 
     def schedule(done: int) -> float:
         if done < settings.warmup:
