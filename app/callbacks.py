@@ -26,7 +26,7 @@ from app.config import AppConfig
 from app.models import ModelHub
 from tgif import __version__
 from tgif.baselines import BASELINES
-from tgif.captions.base import MODALITY_NAMES, Caption
+from tgif.captions.base import Caption
 from tgif.captions.dataset import CaptionedSource, caption_image
 from tgif.captions.redact import scrub
 from tgif.captions.steering import add_phrase, box_position, highlight_phrase
@@ -36,43 +36,32 @@ from tgif.io.pair import ImagePair, load_pair
 from tgif.metrics import PAPER_METRICS, compute_metrics, gray_levels_of
 from tgif.perception import Perception
 from tgif.report import metric_deltas, write_run
+from tgif.session import PERCEPTION_MAX_SIDE, PairSession
+from tgif.tasks import TASK_SPECS
 from tgif.visualize import ERROR_MAP_VMAX, difference_map, error_map, metrics_figure
 
 logger = logging.getLogger(__name__)
 
-#: (label, value) of the task selector; MIF names its second modality (the captions say which).
-TASK_CHOICES: list[tuple[str, str]] = [
-    ("IVF · infrared + visible", "ivf"),
-    ("MIF · MRI + CT", "mif-ct"),
-    ("MIF · MRI + PET", "mif-pet"),
-    ("MIF · MRI + SPECT", "mif-spect"),
-    ("MEF · under- + over-exposed", "mef"),
-    ("MFF · near + far focus", "mff"),
-]
-_TASK_FOLDERS: dict[str, tuple[str, str]] = {
-    "ivf": ("ir", "vi"), "mif-ct": ("mri", "ct"), "mif-pet": ("mri", "pet"), "mif-spect": ("mri", "spect"),
-    "mef": ("under", "over"), "mff": ("near", "far"),
-}
+#: (label, value) of the task selector, from the one task table (:mod:`tgif.tasks`).
+TASK_CHOICES: list[tuple[str, str]] = [(spec.label, key) for key, spec in TASK_SPECS.items()]
 TGIF_METHOD = "TGIF"
 #: Longest caption accepted from the text box; longer ones are cut with a warning.
 MAX_CAPTION_CHARS = 2000
-#: Perception runs on a copy whose longer side is at most this (maps are for looking, not for fusing).
-PERCEPTION_MAX_SIDE = 1280
 #: Most regions listed in the segmentation view.
 MAX_REGIONS_SHOWN = 16
 
 
 def parse_task(value: str) -> tuple[str, tuple[str, str]]:
     """``"mif-pet"`` -> (``"mif"``, (``"mri"``, ``"pet"``)); raises gr.Error for an unknown value."""
-    if value not in _TASK_FOLDERS:
-        raise gr.Error(f"Unknown task {value!r}; choose one of: {', '.join(_TASK_FOLDERS)}")
-    return value.split("-")[0], _TASK_FOLDERS[value]
+    if value not in TASK_SPECS:
+        raise gr.Error(f"Unknown task {value!r}; choose one of: {', '.join(TASK_SPECS)}")
+    return TASK_SPECS[value].task, TASK_SPECS[value].folders
 
 
 def source_labels(task_value: str) -> tuple[str, str]:
     """Readable names of the two sources of a task (``("infrared", "visible")``)."""
-    folders = _TASK_FOLDERS.get(task_value, ("a", "b"))
-    return MODALITY_NAMES[folders[0]], MODALITY_NAMES[folders[1]]
+    spec = TASK_SPECS.get(task_value)
+    return spec.modalities if spec is not None else ("source 1", "source 2")
 
 
 def user_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
@@ -156,10 +145,10 @@ def _annotations(rgb: np.ndarray, perception: Perception) -> tuple[tuple, tuple]
     return (rgb, boxes), (rgb, regions)
 
 
-def _draft(hub: ModelHub, pixels: np.ndarray, folder: str, task: str) -> tuple[np.ndarray, CaptionedSource]:
+def _draft(hub: ModelHub, pixels: np.ndarray, modality: str, task: str) -> tuple[np.ndarray, CaptionedSource]:
     """Perceive a source (at most PERCEPTION_MAX_SIDE) and draft its caption; what perception lacked is a warning."""
     rgb = fit_within(as_rgb_uint8(pixels), PERCEPTION_MAX_SIDE)
-    drafted = caption_image(rgb, modality=MODALITY_NAMES[folder], task=task, perceiver=hub.perceiver(),
+    drafted = caption_image(rgb, modality=modality, task=task, perceiver=hub.perceiver(),
                             captioner=hub.captioner())
     for note in drafted.perception.notes:
         gr.Warning(_clean(note))
@@ -181,7 +170,8 @@ def analyze_source(hub: ModelHub, path: str | None, task_value: str, other_path:
                            " tick “Resize source 2 to source 1” before fusing.")
         except TgifError:
             pass  # the other image reports its own problem in its own handler
-    rgb, drafted = _draft(hub, source.pixels, folders[which - 1], task)
+    rgb, drafted = _draft(hub, source.pixels, source_labels(task_value)[which - 1], task)
+    hub.remember_draft((path, task_value, which), drafted)
     if drafted.caption.fallback_reason:
         gr.Warning(describe_caption_source(drafted.caption))
     counts = drafted.perception.detections.counts()
@@ -228,10 +218,8 @@ def metric_table(scores: dict[str, dict[str, float]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _prepare_captions(hub: ModelHub, pair: ImagePair, task: str, folders: tuple[str, str],
-                      captions: list[str]) -> tuple[list[str], list[str]]:
-    """Strip, cut overlong ones, draft empty ones; returns (captions, who wrote each)."""
-    authors = ["user", "user"]
+def _prepare_captions(session: PairSession, captions: list[str]) -> list[str]:
+    """Strip, cut overlong ones, draft empty ones (from the session's drafts)."""
     for index in range(2):
         text = (captions[index] or "").strip()
         if len(text) > MAX_CAPTION_CHARS:
@@ -239,37 +227,50 @@ def _prepare_captions(hub: ModelHub, pair: ImagePair, task: str, folders: tuple[
                        f"only its first {MAX_CAPTION_CHARS} are used.")
             text = text[:MAX_CAPTION_CHARS]
         if not text:
-            _, captioned = _draft(hub, (pair.a, pair.b)[index].pixels, folders[index], task)
-            text, authors[index] = captioned.caption.text, captioned.caption.captioner
+            text = session.drafts()[index].caption.text
             gr.Info(f"Caption {index + 1} was empty, so one was drafted: “{text[:80]}…”")
         captions[index] = text
-    return captions, authors
+    return captions
 
 
-def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value: str, caption_1: str,
-               caption_2: str, use_text: bool, method: str, resize: bool, run_number: int,
-               progress: Callable[..., Any] = lambda *a, **k: None,
-               drafts: tuple[str | None, str | None] = (None, None)) -> FusionOutputs:
-    """Load, fuse, score and render one run; writes its PNG, JSON and CSV under the output folder.
-
-    With TGIF and text on, the pair is also decoded under the drafted captions (``drafts``, drafted here when
-    missing): the run's text-effect map is this run minus that one, i.e. what the caption edits changed.
-    """
-    started = time.perf_counter()
-    task, folders = parse_task(task_value)
-    progress(0.02, desc="Loading images")
+def _load_pair(hub: ModelHub, path_1: str | None, path_2: str | None, task_value: str, task: str,
+               resize: bool) -> tuple[ImagePair, list[str]]:
+    """Decode both uploads into a pair (source 2 resized to source 1 when asked); returns the pair and notes."""
     source_a = _load_source(path_1, 1, task_value, hub.config)
     source_b = _load_source(path_2, 2, task_value, hub.config)
     try:
-        pair = ImagePair(source_a, source_b, id=Path(path_1 or "pair").stem, task=task)
+        return ImagePair(source_a, source_b, id=Path(path_1 or "pair").stem, task=task), []
     except PairSizeError as exc:
         if not resize:
             raise gr.Error(f"{exc}. Tick “Resize source 2 to source 1” to fuse them anyway.") from None
         pair = load_pair(path_1, path_2, resize=True, max_pixels=hub.config.max_pixels, on_large="downscale",
                          names=(source_a.name, source_b.name), task=task)
-        gr.Info(f"{source_b.name} was resized to {describe_size(pair.size)} to match {source_a.name}.")
+        note = f"{source_b.name} was resized to {describe_size(pair.size)} to match {source_a.name}."
+        gr.Info(note)
+        return pair, [note]
+
+
+def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value: str, caption_1: str,
+               caption_2: str, use_text: bool, method: str, resize: bool, run_number: int,
+               progress: Callable[..., Any] = lambda *a, **k: None, session_id: str = "default") -> FusionOutputs:
+    """Fuse, score and render one run of the browser session ``session_id``; writes its PNG, JSON and CSV.
+
+    The pair is decoded once per browser session and pair (:meth:`ModelHub.loaded_pair`) and fused through
+    its :class:`~tgif.session.PairSession`: a caption edit re-runs only the text features and the decoder.
+    With TGIF and text on, the pair is also decoded under the drafted captions (the uploads' analyses, or
+    drafted now): the run's text-effect map is this run minus that one, i.e. what the caption edits changed.
+    """
+    started = time.perf_counter()
+    task, _ = parse_task(task_value)
+    progress(0.02, desc="Loading images")
+    for which, path in ((1, path_1), (2, path_2)):
+        if not path:
+            _load_source(path, which, task_value, hub.config)  # the "source is missing" error
+    entry, _ = hub.loaded_pair((session_id, path_1, path_2, task_value, bool(resize)),
+                               lambda: _load_pair(hub, path_1, path_2, task_value, task, resize))
+    pair = entry.pair
     seconds: dict[str, float] = {"load": time.perf_counter() - started}
-    notes: list[str] = []
+    notes: list[str] = list(entry.notes)
     captions, authors = ["", ""], ["", ""]
     text_effect, text_stats = None, None
     if method == TGIF_METHOD:
@@ -278,32 +279,31 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
                            "pick a classic method or add the weights.")
         progress(0.1, desc="Loading the TGIF model")
         start = time.perf_counter()
-        fuser = hub.fuser(task)
+        session = hub.pair_session(entry, task_value)
+        fuser = session.fuser
+        session.use_drafts((hub.draft((path_1, task_value, 1)), hub.draft((path_2, task_value, 2))))
         seconds["model"] = time.perf_counter() - start
         use_text = bool(use_text) and fuser.uses_text
+        reference = None
         if use_text:
             progress(0.2, desc="Checking captions")
             start = time.perf_counter()
-            captions, authors = _prepare_captions(hub, pair, task, folders, [caption_1, caption_2])
-            seconds["captions"] = time.perf_counter() - start
+            captions = _prepare_captions(session, [caption_1, caption_2])
             if fuser.max_tokens:
                 for index, text in enumerate(captions):
                     count = fuser.text_encoder.token_count(text)
                     if count > fuser.max_tokens:  # as in training, so a note rather than a warning
                         gr.Info(f"Caption {index + 1} has {count} tokens; the model reads its first "
                                 f"{fuser.max_tokens} (the length it was trained with).")
-        reference = None
-        if use_text:
-            # a caption drafted just now (it was empty) is its own reference: no second draft
-            known = tuple(c if author != "user" else d for c, author, d in zip(captions, authors, drafts))
-            reference = _reference_captions(hub, pair, task, folders, known)
+            reference = session.drafted_captions()
+            seconds["captions"] = time.perf_counter() - start
             if tuple(captions) == reference:
                 reference = None
                 notes.append("The captions are the drafts, so the text-effect map is empty: add a phrase (or click a "
                              "detected object) and fuse again to see what it changes.")
         progress(0.35, desc="Encoding captions and running the network" if use_text else "Running the network")
-        result = fuser.fuse(pair, captions=tuple(captions) if use_text else None, use_text=use_text,
-                            reference_captions=reference)
+        result = session.fuse(tuple(captions) if use_text else None, use_text=use_text, reference_captions=reference)
+        authors = list(result.caption_sources)
         fused = result.image
         if result.reference_luminance is not None:
             text_effect, vmax = difference_map(result.reference_luminance, result.luminance,
@@ -315,7 +315,8 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
                          f"levels, max {text_stats['max_abs']:.0f}; "
                          f"{100 * text_stats['changed_3_levels']:.1f}% of pixels "
                          "changed by 3 levels or more.")
-        seconds.update(result.seconds)
+        for key, value in result.seconds.items():
+            seconds[key] = seconds.get(key, 0.0) + value
         notes.extend(result.notes)
         label = "TGIF" if use_text else "TGIF (no text)"
     else:
@@ -328,7 +329,7 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
     start = time.perf_counter()
     source_levels = gray_levels_of(pair.a.pixels), gray_levels_of(pair.b.pixels)
     scores = {label: compute_metrics(gray_levels_of(fused), *source_levels)}
-    for name, values in hub.baselines(pair).items():
+    for name, values in hub.baselines(pair, entry=entry).items():
         if name != label:
             scores[name] = values
     seconds["metrics"] = time.perf_counter() - start
@@ -376,20 +377,6 @@ TEXT_EFFECT_MIN_SCALE = 2.0 / 255.0
 def _effect_scale(result: Any) -> float:
     """The text-effect map's half-width: the 99.9th percentile of |Δ| (a few strong pixels set it)."""
     return float(np.percentile(np.abs(result.luminance - result.reference_luminance), 99.9))
-
-
-def _reference_captions(hub: ModelHub, pair: ImagePair, task: str, folders: tuple[str, str],
-                        drafts: tuple[str | None, str | None]) -> tuple[str, str]:
-    """The drafted captions of both sources (from the analysis when it ran, else drafted now; perception is
-    cached, so that costs a caption draft)."""
-    texts = []
-    for index in range(2):
-        draft = (drafts[index] or "").strip()
-        if not draft:
-            _, captioned = _draft(hub, (pair.a, pair.b)[index].pixels, folders[index], task)
-            draft = captioned.caption.text
-        texts.append(draft)
-    return texts[0], texts[1]
 
 
 def _save_view(path: Path, pixels: np.ndarray) -> str:

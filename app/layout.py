@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "examples"
 #: Bundled example pairs: (task choice, source 1, source 2).
 EXAMPLES: list[tuple[str, str, str]] = [
+    ("ivf", "ivf_person/ir.png", "ivf_person/vi.png"),
     ("ivf", "ivf/ir.png", "ivf/vi.png"),
     ("mif-ct", "mif/mri.png", "mif/ct.png"),
     ("mef", "mef/under.png", "mef/over.png"),
@@ -212,10 +213,11 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
 
         @user_errors
         def fuse_pair(path_1, path_2, task_value, caption_1, caption_2, text_on, method_name, resize_on,
-                      slider_source, history, known, progress=gr.Progress()) -> tuple:
+                      slider_source, history, request: gr.Request, progress=gr.Progress()) -> tuple:  # noqa: B008
             number = (history[-1]["number"] + 1) if history else 1
             out = run_fusion(hub, path_1, path_2, task_value, caption_1, caption_2, text_on, method_name,
-                             resize_on, number, progress=progress, drafts=(known.get("1"), known.get("2")))
+                             resize_on, number, progress=progress,
+                             session_id=getattr(request, "session_hash", None) or "default")
             history = [*history, out.run][-config.history:]
             choices = [run["label"] for run in history]
             # The run's PNG files already hold these pixels: hand gradio the paths, not arrays to encode again.
@@ -242,7 +244,7 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
         fuse.click(
             fuse_pair,
             [sources[0]["image"], sources[1]["image"], task, sources[0]["caption"], sources[1]["caption"], use_text,
-             method, resize, slider_with, runs, drafts],
+             method, resize, slider_with, runs],
             [fused, view_1, view_2, slider, error_1, error_2, text_effect, table, plot, summary, files, runs, run_a,
              run_b],
             api_name="fuse", concurrency_id=MODEL_QUEUE, concurrency_limit=config.concurrency,

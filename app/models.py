@@ -1,7 +1,11 @@
-"""The objects every session shares: perception, captioner, text encoders and TGIF models.
+"""The objects every session shares: perception, captioner, text encoders and TGIF models, and the pairs.
 
-Each is built on first use (or at start-up with ``TGIF_APP_PRELOAD=1``) under a lock, then reused,
-so concurrent sessions never load a model twice. Baseline scores are cached per pair.
+Each model is built on first use (or at start-up with ``TGIF_APP_PRELOAD=1``) under a lock, then
+reused, so concurrent sessions never load a model twice. Each browser session's current pair is a
+:class:`LoadedPair`: the decoded pair, its baseline scores and one :class:`tgif.session.PairSession`
+per TGIF model, so a caption edit re-runs only the text features and the decoder. At most
+``TGIF_APP_PAIRS`` of them stay in memory (least recently used dropped first), and the drafts of the
+last uploads are kept so that Fuse reuses the maps and captions the analysis made.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,18 +24,33 @@ import torch
 from app.config import AppConfig
 from tgif.baselines import BASELINES
 from tgif.captions import Captioner, build_captioner
+from tgif.captions.dataset import CaptionedSource
 from tgif.io.pair import ImagePair
 from tgif.metrics import compute_metrics, gray_levels_of
 from tgif.model.checkpoint import read_metadata
 from tgif.perception import Perceiver
 from tgif.perception.segmentation import build_segmenter
 from tgif.pipeline import TGIFFuser, default_weights, text_encoder_for
+from tgif.session import PairSession
 from tgif.text import TextEncoder
 
 logger = logging.getLogger(__name__)
 
 #: How many pairs' baseline scores are remembered.
 BASELINE_CACHE_SIZE = 16
+#: How many uploads' drafts (maps + caption) are remembered for the Fuse that follows.
+DRAFT_CACHE_SIZE = 16
+
+
+@dataclass
+class LoadedPair:
+    """One browser session's pair, decoded once: its load notes, baseline scores and TGIF sessions."""
+
+    pair: ImagePair
+    notes: list[str]
+    baselines: dict[str, dict[str, float]] | None = None
+    sessions: dict[Path, PairSession] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def pair_key(pair: ImagePair) -> str:
@@ -56,6 +77,8 @@ class ModelHub:
         self._encoders: dict[str, TextEncoder] = {}
         self._fusers: dict[Path, TGIFFuser] = {}
         self._baselines: OrderedDict[str, dict[str, np.ndarray | dict[str, float]]] = OrderedDict()
+        self._pairs: OrderedDict[tuple, LoadedPair] = OrderedDict()
+        self._drafts: OrderedDict[tuple, CaptionedSource] = OrderedDict()
         wants_cuda = config.device in ("auto", "cuda")
         self.device = "cuda" if wants_cuda and torch.cuda.is_available() else "cpu"
         self.device_note = ""
@@ -108,21 +131,70 @@ class ModelHub:
                 logger.info("loaded %s on %s", path.name, self.device)
             return self._fusers[path]
 
-    def baselines(self, pair: ImagePair, names: tuple[str, ...] = tuple(BASELINES)) -> dict[str, dict[str, float]]:
-        """Scores of the classic baselines on ``pair`` (computed once per pair, then cached)."""
+    def baselines(self, pair: ImagePair, names: tuple[str, ...] = tuple(BASELINES),
+                  entry: LoadedPair | None = None) -> dict[str, dict[str, float]]:
+        """Scores of the classic baselines on ``pair`` (computed once per pair, then cached; on ``entry`` when
+        given, which spares hashing the pixels)."""
+        if entry is not None and entry.baselines is not None:
+            return {name: dict(entry.baselines[name]) for name in names}
         key = pair_key(pair)
         with self._lock:
             cached = self._baselines.get(key)
             if cached is not None:
                 self._baselines.move_to_end(key)
+                if entry is not None:
+                    entry.baselines = {name: dict(values) for name, values in cached.items()}  # type: ignore[union-attr]
                 return {name: dict(cached[name]) for name in names}  # type: ignore[arg-type]
         sources = gray_levels_of(pair.a.pixels), gray_levels_of(pair.b.pixels)
         scores = {name: compute_metrics(gray_levels_of(BASELINES[name].fuse(pair)), *sources) for name in names}
+        if entry is not None and names == tuple(BASELINES):
+            entry.baselines = {name: dict(values) for name, values in scores.items()}
         with self._lock:
             self._baselines[key] = scores  # type: ignore[assignment]
             while len(self._baselines) > BASELINE_CACHE_SIZE:
                 self._baselines.popitem(last=False)
         return scores
+
+    def loaded_pair(self, key: tuple, load: Callable[[], tuple[ImagePair, list[str]]]) -> tuple[LoadedPair, bool]:
+        """The pair for ``key`` (browser session, files, task, resize), loaded by ``load`` only the first time;
+        returns (entry, whether it was loaded now)."""
+        with self._lock:
+            entry = self._pairs.get(key)
+            if entry is not None:
+                self._pairs.move_to_end(key)
+                return entry, False
+        pair, notes = load()
+        entry = LoadedPair(pair, notes)
+        with self._lock:
+            # one pair per browser session: a new upload replaces that session's previous pair
+            for other in [k for k in self._pairs if k[0] == key[0]]:
+                del self._pairs[other]
+            self._pairs[key] = entry
+            while len(self._pairs) > self.config.pairs:
+                self._pairs.popitem(last=False)
+        return entry, True
+
+    def pair_session(self, entry: LoadedPair, task_value: str) -> PairSession:
+        """The TGIF session of a loaded pair for the model that serves ``task_value``."""
+        fuser = self.fuser(entry.pair.task or "ivf")
+        path = self.weights(entry.pair.task or "ivf")
+        with entry.lock:
+            if path not in entry.sessions:
+                entry.sessions[path] = PairSession(fuser, entry.pair, task_value)
+            return entry.sessions[path]
+
+    def remember_draft(self, key: tuple, draft: CaptionedSource) -> None:
+        """Keep an upload's drafted caption and maps (key: file, task choice, source number)."""
+        with self._lock:
+            self._drafts[key] = draft
+            self._drafts.move_to_end(key)
+            while len(self._drafts) > DRAFT_CACHE_SIZE:
+                self._drafts.popitem(last=False)
+
+    def draft(self, key: tuple) -> CaptionedSource | None:
+        """An upload's drafted caption and maps, when the analysis made them."""
+        with self._lock:
+            return self._drafts.get(key)
 
     def preload(self) -> None:
         """Build everything now (for hosted demos: the first user does not wait for model loading)."""

@@ -63,9 +63,9 @@ def hub(app_env) -> ModelHub:
 
 
 def _run(hub, path_1=IR, path_2=VI, task="ivf", captions=("", ""), use_text=True, method="TGIF", resize=False,
-         number=1, drafts=(None, None)):
+         number=1, session_id="test"):
     return run_fusion(hub, str(path_1) if path_1 else None, str(path_2) if path_2 else None, task, captions[0],
-                      captions[1], use_text, method, resize, number, drafts=drafts)
+                      captions[1], use_text, method, resize, number, session_id=session_id)
 
 
 # ----------------------------------------------------------------------------------------- settings
@@ -128,9 +128,13 @@ def test_offline_without_detector_weights_still_drafts_and_fuses(app_env, monkey
         result = analyze_source(offline, str(IR), "ivf", None, 1)
     assert result.detection[1] == [] and result.segmentation[1]  # no boxes, regions still drawn
     assert "no objects" in result.classes and "infrared" in result.caption
-    with pytest.warns(UserWarning, match="No object detection"):
-        out = _run(offline)  # empty captions are drafted the same way; the fusion runs
+    out = _run(offline)  # empty captions are drafted the same way; the fusion runs
     assert out.fused.shape == (240, 320, 3) and "infrared" in out.run["captions"][0]
+    record = json.loads(Path(out.files[1]).read_text())
+    assert record["caption_authors"] == ["draft:template", "draft:template"]
+    # the degraded perception is said once (both sources share it), in the summary and in the run record
+    assert sum("No object detection" in note for note in record["notes"]) == 1
+    assert out.summary.count("No object detection") == 1
 
 
 def test_analyze_warns_when_sizes_differ(hub, tmp_path):
@@ -214,7 +218,7 @@ def test_empty_captions_are_drafted_and_reported(hub):
     assert out.run["captions"][0] == drafted
     assert "visible" in out.run["captions"][1]
     record = json.loads(Path(out.files[1]).read_text())
-    assert record["caption_authors"] == ["template", "template"]
+    assert record["caption_authors"] == ["draft:template", "draft:template"]
 
 
 def test_overlong_caption_is_cut_with_a_warning(hub):
@@ -274,10 +278,10 @@ def test_detection_chips_name_class_and_position_and_a_click_adds_a_phrase(hub):
 def test_text_effect_map_shows_what_a_caption_edit_changed(hub):
     drafts = (analyze_source(hub, str(IR), "ivf", str(VI), 1).caption,
               analyze_source(hub, str(VI), "ivf", str(IR), 2).caption)
-    plain = _run(hub, captions=drafts, drafts=drafts)
+    plain = _run(hub, captions=drafts)
     assert plain.text_effect is None and "text-effect map is empty" in plain.summary
     edited = (drafts[0] + " Highlight the person on the left.", drafts[1])
-    out = _run(hub, captions=edited, drafts=drafts, number=2)
+    out = _run(hub, captions=edited, number=2)
     height, width = out.fused.shape[:2]
     assert out.text_effect.shape[1] == width and out.text_effect.shape[0] > height  # map + grey-level colour bar
     stats = json.loads(Path(out.files[1]).read_text())["text_effect"]

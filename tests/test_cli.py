@@ -71,11 +71,10 @@ def test_pixel_limit_and_downscale(tmp_path, capsys) -> None:
     assert w * h <= 10000
 
 
-def test_debug_shows_the_traceback(tmp_path) -> None:
-    from tgif.errors import ImageLoadError
-
-    with pytest.raises(ImageLoadError):
-        main(["--debug", "fuse", str(IR), str(tmp_path / "nope.png"), "-o", str(tmp_path / "o.png")])
+def test_debug_shows_the_traceback_and_exits_like_the_one_line_error(tmp_path, capsys) -> None:
+    assert main(["--debug", "fuse", str(IR), str(tmp_path / "nope.png"), "-o", str(tmp_path / "o.png")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ImageLoadError" in err and err.strip().splitlines()[-1].startswith("tgif: error:")
 
 
 def test_eval_on_a_dataset_folder_prints_a_markdown_table(tmp_path, capsys) -> None:

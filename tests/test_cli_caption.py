@@ -58,7 +58,8 @@ def test_caption_dataset_is_resumable(tmp_path, capsys) -> None:
     assert main(base) == 0
     assert "captioned 1 images, skipped 3" in capsys.readouterr().out
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert sorted((r["modality_folder"], r["id"]) for r in records) == [("ir", "0"), ("ir", "1"), ("vi", "0"), ("vi", "1")]
+    assert sorted((r["modality_folder"], r["id"]) for r in records) == [
+        ("ir", "0"), ("ir", "1"), ("vi", "0"), ("vi", "1")]
     assert {r["file"] for r in records} == {"ir/0.png", "ir/1.png", "vi/0.png", "vi/1.png"}
     assert all(r["prompt_version"].startswith("tgif-template") and r["caption"] for r in records)
 

@@ -45,10 +45,29 @@ def test_fuse_with_tgif_and_user_captions(checkpoint, tmp_path, capsys) -> None:
 def test_fuse_with_tgif_drafts_captions_and_rejects_half_captions(checkpoint, tmp_path, capsys) -> None:
     out = tmp_path / "fused.png"
     assert main(["fuse", str(IR), str(VI), "-o", str(out), "--method", "tgif", "--weights", str(checkpoint)]) == 0
-    assert "caption 1 (template): " in capsys.readouterr().out
+    assert "caption 1 (draft:template): " in capsys.readouterr().out
     assert main(["fuse", str(IR), str(VI), "-o", str(out), "--method", "tgif", "--weights", str(checkpoint),
                  "--caption1", "only one"]) == 2
     assert "both --caption1 and --caption2" in capsys.readouterr().err
+
+
+def test_a_caption_that_is_not_utf8_is_a_one_line_error(checkpoint, tmp_path, capsys) -> None:
+    bad = b"a person \xff on the left".decode("utf-8", "surrogateescape")  # how Python passes such argv bytes
+    code = main(["fuse", str(IR), str(VI), "-o", str(tmp_path / "f.png"), "--weights", str(checkpoint),
+                 "--caption1", bad, "--caption2", "a street"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--caption1 is not valid UTF-8" in err and len(err.strip().splitlines()) == 1
+
+
+def test_without_a_detector_fuse_drafts_segmentation_only_captions_with_one_note(checkpoint, tmp_path, capsys,
+                                                                                  monkeypatch) -> None:
+    monkeypatch.setenv("TGIF_YOLO_WEIGHTS", str(tmp_path / "no_detector_here"))
+    out = tmp_path / "fused.png"
+    assert main(["fuse", str(IR), str(VI), "-o", str(out), "--weights", str(checkpoint)]) == 0  # tgif by default
+    printed = capsys.readouterr().out
+    assert printed.count("note: No object detection") == 1 and out.is_file()
+    captions = [line for line in printed.splitlines() if line.startswith("caption ")]
+    assert len(captions) == 2 and not any("objects" in line or "It shows" in line for line in captions)
 
 
 def test_fuse_with_missing_weights_says_how_to_get_them(tmp_path, capsys) -> None:

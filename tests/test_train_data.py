@@ -188,7 +188,7 @@ def test_ivf_pack_contents(ivf_pack: Path, tree: tuple[Path, Path]) -> None:
     assert all(p.dtype == torch.uint8 and p.ndim == 1 for p in pack["planes"])
     assert pack["tokens"].dtype == torch.float16 and pack["token_scales"] is None
     assert int(pack["caption_spans"][:, 1].max()) == 8  # truncated to max_tokens
-    assert (pairs["plane_target"] == -1).all()
+    assert "plane_target" not in pairs  # no loss reads a ground truth: packs do not store one
     # each of the 4 small frames weighs 9/4: together as much as the 9 full-size pairs
     torch.testing.assert_close(pairs["weight"], torch.tensor([1.0] * 9 + [9 / 4] * 4))
     assert [pairs["id"][i] for i in pack["val"]] == ["000", "002", "003", "005"]
@@ -225,21 +225,19 @@ def test_mff_pack_with_synthetic_pairs(mff_pack: Path) -> None:
     pairs = pack["pairs"]
     assert pairs["dataset"] == ["mff_train"] * 5 + ["mff_synthetic"] * 4
     assert pairs["id"][5:] == ["nat0_0", "nat0_1", "nat1_0", "nat1_1"]
-    targets = pairs["plane_target"].tolist()
-    assert targets[:5] == [-1] * 5 and targets[5] == targets[6] != targets[7] == targets[8]  # one GT per image
+    assert len(pack["planes"]) == 2 * 9  # two source planes per pair, nothing else
     assert pack["tokens"].dtype == torch.int8 and pack["token_scales"].dtype == torch.float16
     assert all(pack["captions"][int(i)] for i in pairs["caption_a"][5:])
     torch.testing.assert_close(pairs["weight"], torch.tensor([1.0] * 5 + [5 / 4] * 4))
     assert pack["val"].tolist() == [1]
 
 
-def test_mff_dataset_targets(mff_pack: Path) -> None:
+def test_mff_dataset_items(mff_pack: Path) -> None:
     dataset = PackDataset(mff_pack, crop=32, seed=3)
     items = [dataset[i] for i in range(len(dataset))]
-    assert [item["has_target"] for item in items] == [False] * 4 + [True] * 4
-    assert all(item["target"].abs().sum() == 0 for item in items[:4])
+    assert set(items[0]) == {"y_a", "y_b", "text", "text_mask", "id"}
     synthetic = items[4]
-    assert synthetic["target"].shape == (1, 32, 32) and synthetic["target"].abs().sum() > 0
+    assert synthetic["y_a"].shape == (1, 32, 32) and not torch.equal(synthetic["y_a"], synthetic["y_b"])
     assert synthetic["text"].dtype == torch.float32 and synthetic["text"].shape[1] == 8
 
 
@@ -298,7 +296,7 @@ def test_val_items_are_whole_images(ivf_pack: Path) -> None:
     dataset = PackDataset(ivf_pack, split="val")
     assert dataset.ids == ["msrs_train/000", "msrs_train/002", "msrs_train/003", "msrs_train/005"]
     item = dataset[0]
-    assert item["y_a"].shape == (1, 48, 64) and not item["has_target"]
+    assert item["y_a"].shape == (1, 48, 64)
     assert torch.equal(dataset[0]["y_a"], item["y_a"])  # no randomness
 
 
@@ -313,7 +311,7 @@ def test_collate_pads_text(ivf_pack: Path) -> None:
     for row, length in enumerate(lengths):
         assert batch["text"][row, length:].abs().sum() == 0
         torch.testing.assert_close(batch["text"][row, :length], items[row]["text"])
-    assert batch["id"] == dataset.ids[:4] and batch["has_target"].tolist() == [False] * 4
+    assert batch["id"] == dataset.ids[:4]
     with pytest.raises(ValueError, match="batch_size=1"):
         val = PackDataset(ivf_pack, split="val")
         collate_fusion([val[0], dataset[0]])

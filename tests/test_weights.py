@@ -9,7 +9,8 @@ import pytest
 
 from tgif.io import load_pair
 from tgif.model import read_metadata
-from tgif.pipeline import TASK_MODALITIES, TGIFFuser, default_weights
+from tgif.pipeline import TGIFFuser, default_weights
+from tgif.tasks import task_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = sorted((ROOT / "weights").glob("tgif_*.safetensors"))
@@ -28,7 +29,7 @@ def test_checkpoint_metadata_and_size(path: Path) -> None:
 @pytest.mark.parametrize("path", WEIGHTS, ids=lambda p: p.stem)
 def test_checkpoint_fuses_the_bundled_example(path: Path) -> None:
     task = path.stem.split("_")[1]
-    folder_a, folder_b = TASK_MODALITIES[task]
+    folder_a, folder_b = task_spec(task).folders
     pair = load_pair(EXAMPLES / task / f"{folder_a}.png", EXAMPLES / task / f"{folder_b}.png", task=task)
     fuser = TGIFFuser(path, device="cpu")
     with_text = fuser.fuse(pair, captions=("a bright object in the centre", "a textured scene"))
@@ -39,3 +40,30 @@ def test_checkpoint_fuses_the_bundled_example(path: Path) -> None:
 
 def test_mif_uses_the_ivf_weights() -> None:
     assert default_weights("mif") == default_weights("ivf")
+
+
+def test_the_bundled_detector_is_the_offline_default(tmp_path, monkeypatch) -> None:
+    from tgif.perception.detection import default_detector_weights
+
+    monkeypatch.delenv("TGIF_YOLO_WEIGHTS", raising=False)
+    monkeypatch.setenv("TGIF_SHARED", str(tmp_path / "no-shared"))
+    bundled = ROOT / "weights" / "yolo11n_int8_openvino_model"
+    assert default_detector_weights() == str(bundled)
+    assert "AGPL-3.0" in (ROOT / "weights" / "README.md").read_text() and "yolo11n_int8_openvino_model" in (
+        ROOT / "weights" / "README.md").read_text()
+
+
+def test_the_readme_first_command_fuses_with_tgif_offline_and_finds_the_person(tmp_path, monkeypatch,
+                                                                             capsys) -> None:
+    from tgif.cli import main
+
+    monkeypatch.delenv("TGIF_YOLO_WEIGHTS", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("TGIF_SHARED", str(tmp_path / "no-shared"))  # a fresh clone: no shared folder
+    monkeypatch.setenv("TGIF_CACHE_DIR", str(tmp_path / "cache"))
+    example = EXAMPLES / "ivf_person"
+    out = tmp_path / "fused.png"
+    assert main(["fuse", str(example / "ir.png"), str(example / "vi.png"), "-o", str(out), "--metrics"]) == 0
+    printed = capsys.readouterr().out
+    assert "caption 1 (draft:template): It shows a person" in printed and "note:" not in printed
+    assert "best baseline" in printed and "method tgif" in printed and out.is_file()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,7 +16,8 @@ if TYPE_CHECKING:
     from tgif.model import TGIFNet
 
 
-def synthetic_gray_pair(width: int = 640, height: int = 480, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def synthetic_gray_pair(width: int = 640, height: int = 480,
+                        seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A deterministic (fused, a, b) triple of grey levels with smooth structure, edges and noise."""
     rng = np.random.default_rng(seed)
     i, j = np.mgrid[0:height, 0:width].astype(np.float64)
@@ -117,16 +119,18 @@ def bench_perception(width: int = 640, height: int = 480, repeat: int = 3,
         start = time.perf_counter()
         segmentation = segmenter.segment(image, detections)  # SAM: this single run is the measurement
         first = time.perf_counter() - start
-        seg_time = first if backend == "sam" else _median_time(lambda: segmenter.segment(image, detections), repeat)
+        seg_time = first if backend == "sam" else _median_time(
+            lambda segmenter=segmenter: segmenter.segment(image, detections), repeat)
         stages = {
             "detection": _median_time(lambda: detector.detect(image), repeat),
             "segmentation": seg_time,
-            "rendering": _median_time(lambda: (draw_detections(image, detections),
-                                               draw_segmentation(image, segmentation)), repeat),
+            "rendering": _median_time(lambda segmentation=segmentation: (draw_detections(image, detections),
+                                                                         draw_segmentation(image, segmentation)),
+                                      repeat),
         }
         inputs = CaptionInput(image, "visible", "ivf", detections, segmentation,
                               draw_detections(image, detections), draw_segmentation(image, segmentation))
-        stages["caption"] = _median_time(lambda: captioner.caption(inputs), repeat)
+        stages["caption"] = _median_time(lambda inputs=inputs: captioner.caption(inputs), repeat)
         stages["total"] = sum(stages.values())
         results[label] = stages
     return results
@@ -134,34 +138,35 @@ def bench_perception(width: int = 640, height: int = 480, repeat: int = 3,
 
 FUSE_SIZES: tuple[tuple[int, int], ...] = ((256, 256), (640, 480), (1024, 768))
 
-_FUSE_CHILD = """
-import json, resource, statistics, sys, time
-import torch
-from tgif.bench import _fuse_model
-width, height, repeat, weights, device = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
-model = _fuse_model(weights or None, device)
-a = torch.rand(1, 1, height, width, device=device)
-b = torch.rand(1, 1, height, width, device=device)
-text = torch.randn(1, 150, model.config.text_dim, device=device) if model.config.use_text else None
-mask = torch.ones(1, 150, dtype=torch.bool, device=device) if text is not None else None
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-if device == "cuda":
-    torch.cuda.reset_peak_memory_stats()
-runs = []
-with torch.inference_mode():
-    model(a, b, text, mask)
-    for _ in range(repeat):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+def _fuse_in_process(width: int, height: int, repeat: int, weights: str, device: str) -> dict[str, float]:
+    """Median latency of the network's forward pass on random inputs (150 random tokens), and its peak memory:
+    the growth of the resident set during the passes (CPU, MiB) or the peak allocated GPU memory."""
+    import resource
+
+    import torch
+
+    model = _fuse_model(weights or None, device)
+    a = torch.rand(1, 1, height, width, device=device)
+    b = torch.rand(1, 1, height, width, device=device)
+    text = torch.randn(1, 150, model.config.text_dim, device=device) if model.config.use_text else None
+    mask = torch.ones(1, 150, dtype=torch.bool, device=device) if text is not None else None
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    runs = []
+    with torch.inference_mode():
         model(a, b, text, mask)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        runs.append(time.perf_counter() - start)
-peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
-        else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
-print(json.dumps({"seconds": statistics.median(runs), "peak_mib": peak}))
-"""
+        for _ in range(repeat):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model(a, b, text, mask)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            runs.append(time.perf_counter() - start)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
+            else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+    return {"seconds": statistics.median(runs), "peak_mib": peak}
 
 
 def _fuse_model(weights: str | None, device: str) -> TGIFNet:
@@ -180,13 +185,14 @@ def bench_fuse(weights: str | None = None, repeat: int = 3,
     Each size runs in a fresh process, so the CPU peak (growth of the resident set during the
     forward passes, in MiB) is not hidden by an earlier, larger run. Text: 150 random tokens.
     """
-    return _per_size_in_child_processes("fuse", _FUSE_CHILD, weights, repeat, sizes)
+    return _per_size_in_child_processes("fuse", weights, repeat, sizes)
 
 
-def _per_size_in_child_processes(what: str, child: str, weights: str | None, repeat: int,
+def _per_size_in_child_processes(what: str, weights: str | None, repeat: int,
                                  sizes: tuple[tuple[int, int], ...],
                                  devices: tuple[str, ...] | None = None) -> dict[str, dict[str, dict[str, float]]]:
-    """Run ``child`` (a script printing one JSON line) once per device and size, each in a fresh process."""
+    """Run benchmark ``what`` of :data:`_CHILDREN` once per device and size, each in a fresh process
+    (``python -m tgif.bench``), which prints its result as one JSON line."""
     import json
     import subprocess
     import sys
@@ -198,7 +204,7 @@ def _per_size_in_child_processes(what: str, child: str, weights: str | None, rep
     for device in devices:
         results[device] = {}
         for width, height in sizes:
-            proc = subprocess.run([sys.executable, "-c", child, str(width), str(height), str(repeat),
+            proc = subprocess.run([sys.executable, "-m", "tgif.bench", what, str(width), str(height), str(repeat),
                                    weights or "", device], capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 raise RuntimeError(f"{what} benchmark at {width}x{height} on {device} failed: {proc.stderr[-800:]}")
@@ -207,13 +213,6 @@ def _per_size_in_child_processes(what: str, child: str, weights: str | None, rep
 
 
 PIPELINE_STAGES: tuple[str, ...] = ("detection", "segmentation", "caption", "text", "network", "metrics")
-
-_PIPELINE_CHILD = """
-import json, sys
-from tgif.bench import _pipeline_in_process
-print(json.dumps(_pipeline_in_process(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])))
-"""
-
 
 def _pipeline_in_process(width: int, height: int, repeat: int, weights: str, device: str) -> dict[str, float]:
     """Stage latencies (median seconds) of the whole pipeline on one pair, and the process's peak memory."""
@@ -224,8 +223,8 @@ def _pipeline_in_process(width: int, height: int, repeat: int, weights: str, dev
     from tgif.captions import CaptionInput, build_captioner
     from tgif.io.color import luminance
     from tgif.metrics import compute_metrics
-    from tgif.perception import Perceiver
     from tgif.model.checkpoint import read_metadata
+    from tgif.perception import Perceiver
     from tgif.pipeline import TGIFFuser, default_weights, text_encoder_for
 
     visible = _bench_image(width, height)
@@ -279,4 +278,63 @@ def bench_pipeline(weights: str | None = None, repeat: int = 3, sizes: tuple[tup
     CPU ``peak_mib`` is that process's peak resident memory (models included), on CUDA the peak
     allocated GPU memory. Perception always runs on the CPU (OpenVINO export).
     """
-    return _per_size_in_child_processes("pipeline", _PIPELINE_CHILD, weights, repeat, sizes, devices)
+    return _per_size_in_child_processes("pipeline", weights, repeat, sizes, devices)
+
+
+def bench_session(weights: str | None = None, repeat: int = 5,
+                  sizes: tuple[tuple[int, int], ...] = FUSE_SIZES) -> dict[str, dict[str, float]]:
+    """What a caption edit costs against a new pair, per size, in one process (models loaded and warm).
+
+    *fresh pair*: a new :class:`tgif.session.PairSession` fused with its captions (text features, both source
+    encoders, the text-guided decoder); *caption edit*: the same session fused again with a changed caption
+    (text features and decoder only). Perception and drafting are left out of both (the captions are given).
+    Medians of ``repeat`` runs, in seconds, and their ratio.
+    """
+    from tgif.io.image import SourceImage
+    from tgif.io.pair import ImagePair
+    from tgif.model.checkpoint import read_metadata
+    from tgif.pipeline import TGIFFuser, default_weights, text_encoder_for
+    from tgif.session import PairSession
+
+    path = weights or str(default_weights("ivf"))
+    encoder = text_encoder_for(read_metadata(path).text_encoder)
+    encoder = getattr(encoder, "encoder", encoder)  # time the encoder itself, not its feature cache
+    fuser = TGIFFuser(path, device="cpu", captioner="template", text_encoder=encoder)
+    captions = ("It shows a person on the left. A dark, low-contrast infrared image.",
+                "A dim, sharp visible image of a street at night.")
+    results: dict[str, dict[str, float]] = {}
+    for width, height in sizes:
+        visible = _bench_image(width, height).astype(np.float32) / 255
+        infrared = 1.0 - visible
+        pair = ImagePair(SourceImage(infrared, "ir.png"), SourceImage(visible, "vi.png"), task="ivf")
+        PairSession(fuser, pair).fuse(captions)  # warm-up
+        fresh, edit = [], []
+        for index in range(repeat):
+            session = PairSession(fuser, pair)
+            start = time.perf_counter()
+            session.fuse(captions)
+            fresh.append(time.perf_counter() - start)
+            edited = (f"{captions[0]} Highlight the person on the left, edit {index}.", captions[1])
+            start = time.perf_counter()
+            session.fuse(edited)
+            edit.append(time.perf_counter() - start)
+            if session.calls["encode_sources"] != 1 or session.calls["decode"] != 2:
+                raise RuntimeError(f"a caption edit re-ran the source encoders: {session.calls}")
+        results[f"{width}x{height}"] = {"fresh_pair": statistics.median(fresh),
+                                       "caption_edit": statistics.median(edit),
+                                       "ratio": statistics.median(edit) / statistics.median(fresh)}
+    return results
+
+
+#: The benchmarks run one size per child process (``python -m tgif.bench <name> W H REPEAT WEIGHTS DEVICE``).
+_CHILDREN: dict[str, Callable[[int, int, int, str, str], dict[str, float]]] = {
+    "fuse": _fuse_in_process, "pipeline": _pipeline_in_process,
+}
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    name, width_arg, height_arg, repeat_arg, weights_arg, device_arg = sys.argv[1:7]
+    print(json.dumps(_CHILDREN[name](int(width_arg), int(height_arg), int(repeat_arg), weights_arg, device_arg)))

@@ -20,11 +20,14 @@ import json
 import logging
 import os
 import sys
+import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from tgif import __version__
+from tgif.captions.base import CAPTION_MODES
 from tgif.errors import TgifError
+from tgif.tasks import TASK_NAMES
 
 logger = logging.getLogger("tgif")
 
@@ -34,8 +37,10 @@ EXIT_UNEXPECTED = 1
 
 def _add_loading_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resize", action="store_true", help="resize the second image to the first when sizes differ")
-    parser.add_argument("--max-pixels", type=int, default=None, help="pixel limit per image (default: TGIF_MAX_PIXELS or 16.8 MP)")
-    parser.add_argument("--downscale", action="store_true", help="downscale images over the pixel limit instead of refusing them")
+    parser.add_argument("--max-pixels", type=int, default=None,
+                        help="pixel limit per image (default: TGIF_MAX_PIXELS or 16.8 MP)")
+    parser.add_argument("--downscale", action="store_true",
+                        help="downscale images over the pixel limit instead of refusing them")
 
 
 def _split(value: str) -> list[str]:
@@ -47,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     from tgif.baselines import BASELINES
     from tgif.io.pair import TASKS
 
-    parser = argparse.ArgumentParser(prog="tgif", description="Text-guided image fusion: fuse, score and benchmark image pairs.")
+    parser = argparse.ArgumentParser(prog="tgif",
+                                     description="Text-guided image fusion: fuse, score and benchmark image pairs.")
     parser.add_argument("--version", action="version", version=f"tgif {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="log conversions made while loading images")
@@ -57,16 +63,22 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("src1", help="first source (IVF: infrared, MIF: MRI, MEF: under-exposed, MFF: near focus)")
     fuse.add_argument("src2", help="second source (IVF: visible, MIF: CT/PET/SPECT, MEF: over-exposed, MFF: far focus)")
     fuse.add_argument("-o", "--output", required=True, help="output image path (.png recommended)")
-    fuse.add_argument("--method", default="laplacian", choices=sorted(BASELINES) + ["tgif"],
-                      help="fusion method (default: laplacian; tgif = the trained text-guided network)")
-    fuse.add_argument("--task", choices=TASKS, default=None,
-                      help="fusion task: picks the TGIF weights and lets baselines adapt (default for tgif: ivf)")
+    fuse.add_argument("--method", default="tgif", choices=["tgif"] + sorted(BASELINES),
+                      help="fusion method (default: tgif, the trained text-guided network; or a classic baseline)")
+    fuse.add_argument("--task", choices=TASK_NAMES, default=None,
+                      help="fusion task and modalities (mif: CT, or PET/SPECT when the files' folders say so; "
+                           "default: from the folders, else ivf)")
+    fuse.add_argument("--detector", default=None,
+                      help="YOLO weights for the detection maps (.pt or an export folder; default: TGIF_YOLO_WEIGHTS, "
+                           "else the bundled YOLO11n export)")
     fuse.add_argument("--weights", default=None, help="TGIF checkpoint (default: weights/tgif_<task>.safetensors)")
-    fuse.add_argument("--caption1", default=None, help="caption of SRC1 (with --caption2; default: drafted from the maps)")
+    fuse.add_argument("--caption1", default=None,
+                      help="caption of SRC1 (with --caption2; default: drafted from the maps)")
     fuse.add_argument("--caption2", default=None, help="caption of SRC2")
     fuse.add_argument("--no-text", action="store_true", help="TGIF without text guidance")
     fuse.add_argument("--captioner", default="auto", choices=["auto", "template", "gpt"], help="who drafts captions")
-    fuse.add_argument("--metrics", action="store_true", help="also print the six metrics of the saved result")
+    fuse.add_argument("--metrics", action="store_true",
+                      help="also print the six metrics of the saved result (tgif: beside the best classic baseline's)")
     _add_loading_options(fuse)
 
     metrics = sub.add_parser("metrics", help="score a fused image against its two sources")
@@ -81,11 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate methods over datasets (per-image CSV + mean table)")
     ev.add_argument("--dataset", "--datasets", default=None,
                     help="dataset name(s) in shared/data, comma list, a folder, or 'all'")
-    ev.add_argument("--tasks", default=None, help="instead of --dataset: every dataset of these tasks (comma list or 'all')")
+    ev.add_argument("--tasks", default=None,
+                    help="instead of --dataset: every dataset of these tasks (comma list or 'all')")
     ev.add_argument("--method", "--methods", default="laplacian",
-                    help=f"method(s), comma list or 'all' ({', '.join(BASELINES)}, tgif, and tgif[empty], tgif[swapped],"
+                    help=f"method(s), comma list or 'all' ({', '.join(BASELINES)}, tgif, and tgif[empty], "
+                         "tgif[swapped],"
                          " tgif[none] for the caption-sensitivity variants)")
-    ev.add_argument("--weights", default=None, help="TGIF checkpoint (default: weights/tgif_<dataset task>.safetensors)")
+    ev.add_argument("--weights", default=None,
+                    help="TGIF checkpoint (default: weights/tgif_<dataset task>.safetensors)")
     ev.add_argument("--metrics", dest="names", default=None, help="metric names or 'all' (default: the paper's six)")
     ev.add_argument("--out", default="results", help="output folder for fused PNGs and CSVs (default: results)")
     ev.add_argument("--limit", type=int, default=None, help="only the first N pairs of each dataset")
@@ -105,8 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="auto = GPT when OPENAI_API_KEY is set, else the offline template drafter")
     cap.add_argument("--segmenter", default="classic", choices=["classic", "mobile_sam", "sam"])
     cap.add_argument("--checkpoint", default=None, help="segmenter checkpoint for sam/mobile_sam")
-    cap.add_argument("--detector", default=None, help="YOLO weights (default: TGIF_YOLO_WEIGHTS, shared export, yolo11n.pt)")
-    cap.add_argument("--mode", default="full", help="caption inputs: full, image+detection, image+segmentation, image, none")
+    cap.add_argument("--detector", default=None,
+                     help="YOLO weights (default: TGIF_YOLO_WEIGHTS, else the bundled YOLO11n export)")
+    cap.add_argument("--mode", default="full",
+                     help="caption inputs: full, image+detection, image+segmentation, image, none")
     cap.add_argument("--limit", type=int, default=None, help="with --dataset: at most N new images")
     cap.add_argument("--no-cache", action="store_true", help="do not read or write the perception cache")
     cap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -145,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--phrasings", default=None,
                     help="file of phrasings, one per line with {label} and {position} (default: the held-out set)")
     st.add_argument("--captions", default=None, help="caption JSONL of the dataset (default: assets/captions/data)")
+    st.add_argument("--caption-mode", default="full", choices=CAPTION_MODES,
+                    help="draft the captions as this ablation mode would (default: full)")
     st.add_argument("--limit", type=int, default=None, help="at most N pairs")
     st.add_argument("--csv", default=None, help="write the per-pair rows here (one file per checkpoint: stem added)")
     st.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -159,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("datasets", help="list the datasets found in the shared data folder")
 
     bench = sub.add_parser("bench", help="print timings")
-    bench.add_argument("target", choices=["metrics", "perception", "fuse", "pipeline"], help="what to time")
+    bench.add_argument("target", choices=["metrics", "perception", "fuse", "pipeline", "session"], help="what to time")
     bench.add_argument("--weights", default=None,
                        help="fuse: TGIF checkpoint(s), comma list: each timed in turn, ratios to the first "
                             "(default: random weights, same cost)")
@@ -186,25 +205,49 @@ def _print_metrics_table(values: dict[str, float]) -> None:
         print(f"{name:<{width}}  {value:10.4f}  {spec.title}{unit}")
 
 
+def _print_versus_baselines(values: dict[str, float], baselines: dict[str, dict[str, float]]) -> None:
+    """Metric, TGIF's value, the best classic baseline's value and name, and which is ahead."""
+    from tgif.metrics import METRICS, best_value, is_better
+
+    print(f"{'metric':<6}  {'tgif':>10}  {'best baseline':>13}  {'':<10}  {'':<6}  measures")
+    for name, value in values.items():
+        best = best_value(name, (scores[name] for scores in baselines.values()))
+        who = next(method for method, scores in baselines.items() if scores[name] == best)
+        mark = "ahead" if is_better(name, value, best) else ("tied" if value == best else "behind")
+        print(f"{name:<6}  {value:10.4f}  {best:13.4f}  {who:<10}  {mark:<6}  {METRICS[name].title}")
+
+
 def _cmd_fuse(args: argparse.Namespace) -> int:
     from tgif.baselines import get_baseline
     from tgif.io import load_pair, save_image
     from tgif.metrics import compute_metrics, gray_levels_of, read_gray_levels
+    from tgif.tasks import resolve_task
 
     on_large = "downscale" if args.downscale else "error"
-    pair = load_pair(args.src1, args.src2, resize=args.resize, max_pixels=args.max_pixels, on_large=on_large, task=args.task)
+    spec = resolve_task(args.task, [args.src1, args.src2])
+    task = spec.task if args.task is not None or args.method == "tgif" else None
+    pair = load_pair(args.src1, args.src2, resize=args.resize, max_pixels=args.max_pixels, on_large=on_large, task=task)
     for source in (pair.a, pair.b):
         for note in source.notes:
             logger.info("%s: %s", source.name, note)
     if args.method == "tgif":
+        from tgif.perception import Perceiver, YoloDetector
         from tgif.pipeline import TGIFFuser, default_weights
+        from tgif.session import PairSession
 
         if (args.caption1 is None) != (args.caption2 is None):
             raise TgifError("give both --caption1 and --caption2, or neither (to draft them from the maps)")
-        pair.task = pair.task or "ivf"
-        fuser = TGIFFuser(args.weights or default_weights(pair.task), captioner=args.captioner)
+        for flag, caption in (("--caption1", args.caption1), ("--caption2", args.caption2)):
+            if caption is not None:
+                try:
+                    caption.encode("utf-8")
+                except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as lone surrogates
+                    raise TgifError(f"{flag} is not valid UTF-8 text; pass the caption in UTF-8") from None
+        # like the app: without a loadable detector, segmentation-only captions and one note (not an error)
+        perceiver = Perceiver(detector=YoloDetector(args.detector) if args.detector else None, detector_optional=True)
+        fuser = TGIFFuser(args.weights or default_weights(spec.task), captioner=args.captioner, perceiver=perceiver)
         captions = (args.caption1, args.caption2) if args.caption1 is not None else None
-        result = fuser.fuse(pair, captions=captions, use_text=not args.no_text)
+        result = PairSession(fuser, pair, spec).fuse(captions, use_text=not args.no_text)
         fused = result.image
         for label, caption, source in zip(("caption 1", "caption 2"), result.captions, result.caption_sources):
             print(f"{label} ({source or 'off'}): {caption}")
@@ -217,8 +260,15 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     kind = "RGB" if fused.ndim == 3 else "grey"
     print(f"wrote {out} ({pair.size[0]}x{pair.size[1]} {kind}, method {args.method})")
     if args.metrics:
-        values = compute_metrics(read_gray_levels(out), gray_levels_of(pair.a.pixels), gray_levels_of(pair.b.pixels))
-        _print_metrics_table(values)
+        sources = gray_levels_of(pair.a.pixels), gray_levels_of(pair.b.pixels)
+        values = compute_metrics(read_gray_levels(out), *sources)
+        if args.method == "tgif":
+            from tgif.baselines import BASELINES
+
+            _print_versus_baselines(values, {name: compute_metrics(gray_levels_of(b.fuse(pair)), *sources)
+                                             for name, b in BASELINES.items()})
+        else:
+            _print_metrics_table(values)
     return 0
 
 
@@ -254,7 +304,8 @@ def _tgif_eval_fn(dataset: str, method: str, weights: str | None, fusers: dict):
 
     variant = method[len("tgif"):].strip("[]") or "true"
     if variant not in CAPTION_VARIANTS:
-        raise TgifError(f"unknown method {method!r}; TGIF variants: tgif, " + ", ".join(f"tgif[{v}]" for v in CAPTION_VARIANTS[1:]))
+        variants = ", ".join(f"tgif[{v}]" for v in CAPTION_VARIANTS[1:])
+        raise TgifError(f"unknown method {method!r}; TGIF variants: tgif, {variants}")
     path = str(weights or default_weights(dataset_task(resolve_dataset(dataset)) or "ivf"))
     if path not in fusers:
         fusers[path] = TGIFFuser(path)
@@ -442,7 +493,7 @@ def _cmd_steer(args: argparse.Namespace) -> int:
     phrasings = read_phrasings(args.phrasings) if args.phrasings else HELD_OUT_TEMPLATES
     for weights in _split(args.weights) if args.weights else [str(default_weights("ivf"))]:
         report = run_steer_benchmark(weights, args.dataset, phrasings, limit=args.limit, captions_file=args.captions,
-                                     progress=not args.no_progress)
+                                     progress=not args.no_progress, caption_mode=args.caption_mode)
         if args.json:
             print(json.dumps(report.to_json(), indent=2))
         else:
@@ -508,6 +559,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                     print(f"  {device:<5} {size:>10}  {row['seconds'] * 1000:9.1f} ms  peak {row['peak_mib']:8.1f} MiB"
                           f"{versus}")
         return 0
+    if args.target == "session":
+        from tgif.bench import bench_session
+
+        print(f"caption edit vs fresh pair, one PairSession (median of {args.repeat}, warm models, CPU; network and "
+              "text only):")
+        print(f"  {'size':>10}  {'fresh pair':>12}  {'caption edit':>12}  ratio")
+        for size, row in bench_session(args.weights, repeat=args.repeat).items():
+            print(f"  {size:>10}  {row['fresh_pair'] * 1000:9.1f} ms  {row['caption_edit'] * 1000:9.1f} ms  "
+                  f"{row['ratio']:5.2f}")
+        return 0
     if args.target == "pipeline":
         from tgif.bench import PIPELINE_STAGES, bench_pipeline
 
@@ -548,7 +609,8 @@ def _cmd_results(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"fuse": _cmd_fuse, "metrics": _cmd_metrics, "eval": _cmd_eval, "caption": _cmd_caption,
-            "pack": _cmd_pack, "train": _cmd_train, "steer": _cmd_steer, "export": _cmd_export, "datasets": _cmd_datasets,
+            "pack": _cmd_pack, "train": _cmd_train, "steer": _cmd_steer, "export": _cmd_export,
+            "datasets": _cmd_datasets,
             "bench": _cmd_bench, "results": _cmd_results}
 
 
@@ -561,7 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except TgifError as exc:
         if args.debug:
-            raise
+            traceback.print_exc()
         print(f"tgif: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
@@ -572,7 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as exc:  # noqa: BLE001 - the CLI turns any failure into one line
         if args.debug:
-            raise
+            traceback.print_exc()
         message = str(exc).splitlines()[0] if str(exc) else ""
         print(f"tgif: error: {type(exc).__name__}: {message} (run with --debug for details)", file=sys.stderr)
         return EXIT_UNEXPECTED

@@ -13,9 +13,10 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -24,7 +25,7 @@ from tgif.baselines import get_baseline
 from tgif.io.datasets import list_pairs, resolve_dataset
 from tgif.io.image import save_image
 from tgif.io.pair import ImagePair
-from tgif.metrics import compute_metrics, gray_levels_of, read_gray_levels, resolve_metric_names
+from tgif.metrics import best_value, compute_metrics, gray_levels_of, read_gray_levels, resolve_metric_names
 from tgif.parallel import gather, is_main, shard
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ def markdown_table(results: list[EvalResult], digits: int = 2) -> str:
     names = results[0].metric_names
     means = [r.mean() for r in results]
     stds = [r.std() for r in results]
-    best = {m: max((mean[m] for mean in means if not np.isnan(mean[m])), default=np.nan) for m in names}
+    best = {m: best_value(m, (mean[m] for mean in means)) for m in names}
     header = f"| {results[0].dataset} ({len(results[0].rows)} pairs) | " + " | ".join(names) + " |"
     lines = [header, "|---|" + "---:|" * len(names)]
     for result, mean, std in zip(results, means, stds):
@@ -162,7 +163,7 @@ ABSENT_CAPTION = ("A bright, high-contrast {modality} image of a sunny beach: tw
 CAPTIONS_DIR = Path(__file__).resolve().parents[1] / "assets" / "captions" / "data"
 
 
-def tgif_fuse_fn(dataset: str | os.PathLike, fuser: "TGIFFuser", variant: str = "true",
+def tgif_fuse_fn(dataset: str | os.PathLike, fuser: TGIFFuser, variant: str = "true",
                  captions_file: str | os.PathLike | None = None) -> FuseFn:
     """A ``pair -> image`` function fusing with TGIF and the dataset's stored captions.
 
@@ -178,29 +179,34 @@ def tgif_fuse_fn(dataset: str | os.PathLike, fuser: "TGIFFuser", variant: str = 
         raise ValueError(f"caption variant must be one of {CAPTION_VARIANTS}, got {variant!r}")
     from tgif.captions.dataset import modality_name, read_caption_file
     from tgif.io.datasets import dataset_modalities
+    from tgif.session import PairSession
+    from tgif.tasks import spec_for_folders
 
     folder = resolve_dataset(dataset)
     path = Path(captions_file) if captions_file else CAPTIONS_DIR / f"{folder.name}.jsonl"
     stored = read_caption_file(path) if path.exists() else None
     mod_a, mod_b = dataset_modalities(folder)
+    spec = spec_for_folders((mod_a, mod_b))  # None for folders outside the task table: the pair's task then
     files_by_id = {files.id: files for files in list_pairs(folder)}
     ids = list(files_by_id)
 
     def fuse(pair: ImagePair) -> np.ndarray:
+        session = PairSession(fuser, pair, spec)
         if variant == "none":
-            return fuser.fuse(pair, use_text=False).image
+            return session.fuse(use_text=False).image
         if variant == "empty":
-            return fuser.fuse(pair, captions=("", "")).image
+            return session.fuse(("", "")).image
         if variant == "absent":
             names = (modality_name(mod_a), modality_name(mod_b))
-            return fuser.fuse(pair, captions=tuple(ABSENT_CAPTION.format(modality=n) for n in names)).image
+            return session.fuse((ABSENT_CAPTION.format(modality=names[0]),
+                                 ABSENT_CAPTION.format(modality=names[1]))).image
         source_id = ids[(ids.index(pair.id) + 1) % len(ids)] if variant == "swapped" else pair.id
         if stored is not None:
             captions = (stored[(source_id, mod_a)], stored[(source_id, mod_b)])
-        else:  # no caption file: draft them (for "swapped", from the other pair's images)
-            source = pair if source_id == pair.id else files_by_id[source_id].load()
-            drafted = fuser.draft_captions(source)
-            captions = (drafted[0].text, drafted[1].text)
-        return fuser.fuse(pair, captions=captions).image
+        elif source_id == pair.id:  # no caption file: draft them
+            captions = session.drafted_captions()
+        else:  # for "swapped", from the other pair's images
+            captions = PairSession(fuser, files_by_id[source_id].load(), spec).drafted_captions()
+        return session.fuse(captions).image
 
     return fuse

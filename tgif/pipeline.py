@@ -10,25 +10,28 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from tgif import settings
 from tgif.captions import Caption, Captioner, build_captioner
-from tgif.captions.dataset import caption_image, modality_name
 from tgif.errors import TgifError
-from tgif.io.datasets import TASK_MODALITIES
 from tgif.io.pair import ImagePair
 from tgif.model import TGIFNet, load_tgif
 from tgif.perception import Perceiver
+from tgif.tasks import TaskSpec
 from tgif.text import TextEncoder, build_text_encoder
+
+if TYPE_CHECKING:
+    from tgif.model.tgif_net import SourceFeatures
+    from tgif.session import PairSession
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 #: Which checkpoint serves each task (MIF uses the IVF model zero-shot, as in the paper).
 TASK_WEIGHTS = {"ivf": "tgif_ivf", "mif": "tgif_ivf", "mef": "tgif_mef", "mff": "tgif_mff"}
 DEFAULT_MAX_MODEL_PIXELS = 1280 * 1024
@@ -37,11 +40,10 @@ OVERLAP = 64
 
 
 def default_weights(task: str) -> Path:
-    """``weights/tgif_<task>.safetensors`` (``$TGIF_WEIGHTS_DIR`` overrides the folder)."""
+    """``<weights folder>/tgif_<task>.safetensors`` (:func:`tgif.settings.weights_dir`)."""
     if task not in TASK_WEIGHTS:
         raise TgifError(f"unknown task {task!r}; choose from {', '.join(TASK_WEIGHTS)}")
-    folder = Path(os.environ.get("TGIF_WEIGHTS_DIR", WEIGHTS_DIR))
-    return folder / f"{TASK_WEIGHTS[task]}.safetensors"
+    return settings.weights_dir() / f"{TASK_WEIGHTS[task]}.safetensors"
 
 
 def text_encoder_for(name: str, device: str = "cpu") -> TextEncoder:
@@ -62,9 +64,10 @@ class FusionResult:
         image: float32 in [0, 1], (H, W) grey or (H, W, 3) colour.
         luminance: the fused Y channel (H, W).
         captions: the two captions used ("" when text guidance was off).
-        caption_sources: who wrote each caption (``"user"``, ``"template"``, ``"gpt:..."``).
+        caption_sources: who wrote each caption: ``"user"`` (typed or edited), ``"draft:template"`` or
+            ``"draft:gpt:<model>"`` (drafted and used as drafted); ``""`` with text off.
         seconds: time per stage (``captions``, ``text``, ``network``).
-        notes: remarks (tiling, fallbacks).
+        notes: remarks (tiling, degraded perception, GPT fallbacks with their reasons).
         reference_luminance: the fused Y of the same pair under ``reference_captions`` (when asked for):
             ``luminance - reference_luminance`` is what the captions changed (the app's text-effect map).
         reference_captions: the captions of that reference run.
@@ -78,6 +81,16 @@ class FusionResult:
     notes: list[str] = field(default_factory=list)
     reference_luminance: np.ndarray | None = None
     reference_captions: tuple[str, str] | None = None
+
+
+@dataclass
+class EncodedPair:
+    """Stage 1 of the network for one pair: each tile's top-left corner, (height, width) and source features
+    (one tile covering the whole pair below ``max_model_pixels``)."""
+
+    shape: tuple[int, int]
+    tiles: list[tuple[int, int, tuple[int, int], SourceFeatures]]
+    notes: list[str]
 
 
 def _ramp(length: int, overlap: int, first: bool, last: bool) -> np.ndarray:
@@ -139,17 +152,23 @@ class TGIFFuser:
             self._text_encoder = text_encoder_for(self.metadata.text_encoder)
         return self._text_encoder
 
-    def draft_captions(self, pair: ImagePair, mode: str = "full") -> tuple[Caption, Caption]:
-        """Draft a caption per source from its detection and segmentation maps."""
+    @property
+    def perceiver(self) -> Perceiver:
+        """Detector + segmenter for the maps (built on first use; without detector weights, segmentation only)."""
         if self._perceiver is None:
-            self._perceiver = Perceiver()
+            self._perceiver = Perceiver(detector_optional=True)
+        return self._perceiver
+
+    @property
+    def captioner(self) -> Captioner:
+        """The caption drafter (built on first use from the name given)."""
         if isinstance(self._captioner, str):
             self._captioner = build_captioner(self._captioner)
-        task = pair.task or "ivf"
-        folders = TASK_MODALITIES[task]
-        drafted = [caption_image(source.pixels, modality=modality_name(folder), task=task, perceiver=self._perceiver,
-                                 captioner=self._captioner, mode=mode)
-                   for source, folder in zip((pair.a, pair.b), folders)]
+        return self._captioner
+
+    def draft_captions(self, pair: ImagePair, mode: str = "full") -> tuple[Caption, Caption]:
+        """Draft a caption per source from its detection and segmentation maps."""
+        drafted = self.session(pair).drafts(mode)
         return drafted[0].caption, drafted[1].caption
 
     def encode(self, caption_a: str, caption_b: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,68 +190,65 @@ class TGIFFuser:
         return outputs[0], notes
 
     @torch.inference_mode()
+    def encode_pair(self, y_a: np.ndarray, y_b: np.ndarray) -> EncodedPair:
+        """Stage 1 of the network on two (H, W) luminance planes in [0, 1]: the sources' features, per tile when
+        the planes are larger than ``max_model_pixels`` (text-free, so reusable for every caption)."""
+        h, w = y_a.shape
+        if h * w <= self.max_model_pixels:
+            starts = [(0, 0)]
+            notes: list[str] = []
+        else:
+            starts = [(y0, x0) for y0 in _starts(h, TILE, OVERLAP) for x0 in _starts(w, TILE, OVERLAP)]
+            notes = [f"{w}x{h} fused in {TILE}x{TILE} tiles with {OVERLAP}-pixel overlaps to bound memory"]
+            logger.info(notes[-1])
+        tiles = []
+        for y0, x0 in starts:
+            window = (slice(y0, y0 + TILE), slice(x0, x0 + TILE))
+            a, b = (y_a, y_b) if len(starts) == 1 else (y_a[window], y_b[window])
+            ta = torch.from_numpy(np.ascontiguousarray(a))[None, None].to(self.device)
+            tb = torch.from_numpy(np.ascontiguousarray(b))[None, None].to(self.device)
+            tiles.append((y0, x0, a.shape, self.model.encode_sources(ta, tb)))
+        return EncodedPair((h, w), tiles, notes)
+
+    @torch.inference_mode()
+    def decode_pair(self, encoded: EncodedPair, text: torch.Tensor | None = None,
+                    mask: torch.Tensor | None = None) -> np.ndarray:
+        """Stage 2 under one caption pair's features (``text`` None: the no-text path): the fused (H, W) plane in
+        [0, 1], tiles blended with linear ramps."""
+        text = text.to(self.device) if text is not None else None
+        mask = mask.to(self.device) if mask is not None else None
+        planes = [(y0, x0, self.model.guide_and_decode(features, text, mask)[0, 0].float().cpu().numpy())
+                  for y0, x0, _, features in encoded.tiles]
+        if len(planes) == 1:
+            return np.clip(planes[0][2], 0.0, 1.0)
+        h, w = encoded.shape
+        out, total = np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
+        ys = sorted({y0 for y0, _, _ in planes})
+        xs = sorted({x0 for _, x0, _ in planes})
+        for y0, x0, tile in planes:
+            th, tw = tile.shape
+            weight = np.outer(_ramp(th, min(OVERLAP, th), y0 == ys[0], y0 == ys[-1]),
+                              _ramp(tw, min(OVERLAP, tw), x0 == xs[0], x0 == xs[-1]))
+            out[y0:y0 + th, x0:x0 + tw] += tile * weight
+            total[y0:y0 + th, x0:x0 + tw] += weight
+        return np.clip(out / np.maximum(total, 1e-6), 0.0, 1.0)
+
     def fuse_luminance_texts(self, y_a: np.ndarray, y_b: np.ndarray,
                              texts: list[tuple[torch.Tensor | None, torch.Tensor | None]]
                              ) -> tuple[list[np.ndarray], list[str]]:
         """Fuse two (H, W) planes under each (text, mask) of ``texts``: the sources are encoded once (per tile)
         and only the text-guided decoder runs per caption pair. Returns one (H, W) plane per entry."""
-        h, w = y_a.shape
-        notes: list[str] = []
-        texts = [(t.to(self.device) if t is not None else None, m.to(self.device) if m is not None else None)
-                 for t, m in texts]
+        encoded = self.encode_pair(y_a, y_b)
+        return [self.decode_pair(encoded, t, m) for t, m in texts], list(encoded.notes)
 
-        def run(a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
-            ta = torch.from_numpy(np.ascontiguousarray(a))[None, None].to(self.device)
-            tb = torch.from_numpy(np.ascontiguousarray(b))[None, None].to(self.device)
-            features = self.model.encode_sources(ta, tb)
-            return [self.model.guide_and_decode(features, t, m)[0, 0].float().cpu().numpy() for t, m in texts]
+    def session(self, pair: ImagePair, task: str | TaskSpec | None = None) -> PairSession:
+        """A :class:`tgif.session.PairSession` for ``pair`` with this model (perception and captions as set here)."""
+        from tgif.session import PairSession
 
-        if h * w <= self.max_model_pixels:
-            return [np.clip(out, 0.0, 1.0) for out in run(y_a, y_b)], notes
-        notes.append(f"{w}x{h} fused in {TILE}x{TILE} tiles with {OVERLAP}-pixel overlaps to bound memory")
-        logger.info(notes[-1])
-        outs = [np.zeros((h, w), np.float32) for _ in texts]
-        total = np.zeros((h, w), np.float32)
-        ys, xs = _starts(h, TILE, OVERLAP), _starts(w, TILE, OVERLAP)
-        for y0 in ys:
-            for x0 in xs:
-                tiles = run(y_a[y0:y0 + TILE, x0:x0 + TILE], y_b[y0:y0 + TILE, x0:x0 + TILE])
-                th, tw = tiles[0].shape
-                weight = np.outer(_ramp(th, min(OVERLAP, th), y0 == ys[0], y0 == ys[-1]),
-                                  _ramp(tw, min(OVERLAP, tw), x0 == xs[0], x0 == xs[-1]))
-                for out, tile in zip(outs, tiles):
-                    out[y0:y0 + th, x0:x0 + tw] += tile * weight
-                total[y0:y0 + th, x0:x0 + tw] += weight
-        return [np.clip(out / np.maximum(total, 1e-6), 0.0, 1.0) for out in outs], notes
+        return PairSession(self, pair, task)
 
     def fuse(self, pair: ImagePair, captions: tuple[str, str] | None = None, use_text: bool = True,
              mode: str = "full", reference_captions: tuple[str, str] | None = None) -> FusionResult:
-        """Fuse a pair; captions are drafted when not given. ``use_text=False`` runs the no-text path.
-
-        ``reference_captions`` (with text on) also fuses the pair under them, reusing the encoded sources (one
-        more decoder pass): :attr:`FusionResult.reference_luminance`.
-        """
-        seconds: dict[str, float] = {}
-        sources = ("user", "user")
-        use_text = use_text and self.uses_text
-        if use_text and captions is None:
-            start = time.perf_counter()
-            drafted = self.draft_captions(pair, mode)
-            captions = (drafted[0].text, drafted[1].text)
-            sources = (drafted[0].captioner, drafted[1].captioner)
-            seconds["captions"] = time.perf_counter() - start
-        texts: list[tuple[torch.Tensor | None, torch.Tensor | None]] = [(None, None)]
-        reference = reference_captions if use_text and reference_captions is not None else None
-        if use_text:
-            start = time.perf_counter()
-            texts = [self.encode(*captions)]  # type: ignore[misc]
-            if reference is not None:
-                texts.append(self.encode(*reference))
-            seconds["text"] = time.perf_counter() - start
-        start = time.perf_counter()
-        y_a, y_b = pair.luminances()
-        outputs, notes = self.fuse_luminance_texts(y_a, y_b, texts)
-        seconds["network"] = time.perf_counter() - start
-        used = captions if use_text and captions is not None else ("", "")
-        return FusionResult(pair.colorize(outputs[0]), outputs[0], used, sources if use_text else ("", ""), seconds,
-                            notes, outputs[1] if reference is not None else None, reference)
+        """Fuse one pair once (a throw-away :class:`~tgif.session.PairSession`); captions are drafted when not
+        given. See :meth:`tgif.session.PairSession.fuse`."""
+        return self.session(pair).fuse(captions, use_text, reference_captions=reference_captions, mode=mode)

@@ -5,6 +5,11 @@
     ``../shared`` beside the repository root (or beside the current directory) when it exists.
 ``TGIF_MAX_PIXELS``
     Largest image (width x height) that is loaded without an explicit downscale request.
+``TGIF_CACHE_DIR``
+    Root of every cache TGIF writes (perception maps, text features, downloaded checkpoints,
+    Ultralytics' settings); default ``~/.cache/tgif``.
+``TGIF_WEIGHTS_DIR``
+    Folder of the TGIF checkpoints and the bundled detector; default ``weights/`` in the repository.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from tgif.errors import TgifError
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 _REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The repository's weights folder: the committed checkpoints and the bundled offline detector.
+REPO_WEIGHTS_DIR = _REPO_ROOT / "weights"
 
 
 def shared_dir() -> Path | None:
@@ -34,6 +41,16 @@ def shared_dir() -> Path | None:
         if candidate.is_dir():
             return candidate
     return None
+
+
+def cache_dir() -> Path:
+    """Return the cache root: ``TGIF_CACHE_DIR``, else ``~/.cache/tgif`` (each cache is a folder below it)."""
+    return Path(os.environ.get("TGIF_CACHE_DIR") or "~/.cache/tgif").expanduser()
+
+
+def weights_dir() -> Path:
+    """Return the weights folder: ``TGIF_WEIGHTS_DIR``, else the repository's ``weights/``."""
+    return Path(os.environ.get("TGIF_WEIGHTS_DIR") or REPO_WEIGHTS_DIR).expanduser()
 
 
 def data_dir() -> Path | None:

@@ -118,11 +118,13 @@ def steer_stats(neutral: np.ndarray, named: np.ndarray, box: Sequence[float]) ->
 
 
 def steer_cases(dataset: str | os.PathLike, captions_file: str | os.PathLike | None = None,
-                labels: Sequence[str] = STEER_LABELS, limit: int | None = None) -> list[SteerCase]:
+                labels: Sequence[str] = STEER_LABELS, limit: int | None = None,
+                caption_mode: str = "full") -> list[SteerCase]:
     """The pairs of an IVF dataset with a detected object of ``labels``, each with its most confident one.
 
     Detections and drafted captions come from the dataset's caption file (default
-    ``assets/captions/data/<dataset>.jsonl``), merged over the two sources.
+    ``assets/captions/data/<dataset>.jsonl``), merged over the two sources; the captions as ``caption_mode``
+    drafts them (:func:`tgif.captions.template.restrict_caption`, for the ablation's variants).
 
     Raises:
         DatasetError: the dataset or its caption file is missing, or the dataset is not IVF.
@@ -130,6 +132,7 @@ def steer_cases(dataset: str | os.PathLike, captions_file: str | os.PathLike | N
     from PIL import Image
 
     from tgif.captions.dataset import read_caption_records
+    from tgif.captions.template import restrict_caption
     from tgif.io.datasets import list_pairs, resolve_dataset
     from tgif.train.steer import merge_detections
 
@@ -153,7 +156,8 @@ def steer_cases(dataset: str | os.PathLike, captions_file: str | os.PathLike | N
         with Image.open(files.path_a) as image:
             width, height = image.size
         cases.append(SteerCase(files.id, label, tuple(box), box_position(box, width, height),
-                               (records[keys[0]]["caption"], records[keys[1]]["caption"])))
+                               (restrict_caption(records[keys[0]]["caption"], caption_mode),
+                                restrict_caption(records[keys[1]]["caption"], caption_mode))))
         if limit and len(cases) >= limit:
             break
     return cases
@@ -185,18 +189,19 @@ class SteerReport:
 def run_steer_benchmark(weights: str | os.PathLike, dataset: str = "msrs_test",
                         phrasings: Sequence[str] = HELD_OUT_TEMPLATES, limit: int | None = None,
                         captions_file: str | os.PathLike | None = None, device: str = "cpu",
-                        progress: bool = True) -> SteerReport:
+                        progress: bool = True, caption_mode: str = "full") -> SteerReport:
     """Fuse each case neutral, named (once per phrasing) and with both controls; see the module docstring.
 
-    The sources are encoded once per pair and only the text-guided decoder runs per caption
-    (:meth:`tgif.pipeline.TGIFFuser.fuse_luminance_texts`).
+    Each pair is one :class:`tgif.session.PairSession`: the sources are encoded once and only the text-guided
+    decoder runs per caption.
     """
     from tgif.pipeline import TGIFFuser
+    from tgif.session import PairSession
 
     fuser = TGIFFuser(weights, device=device)
     if not fuser.uses_text:
         raise DatasetError(f"{weights} was trained without text; the steering benchmark needs a text model")
-    cases = steer_cases(dataset, captions_file, limit=limit)
+    cases = steer_cases(dataset, captions_file, limit=limit, caption_mode=caption_mode)
     if not cases:
         raise DatasetError(f"no pair of {dataset} has a detected {' or '.join(STEER_LABELS)}")
     from tgif.io.datasets import list_pairs, resolve_dataset
@@ -204,12 +209,12 @@ def run_steer_benchmark(weights: str | os.PathLike, dataset: str = "msrs_test",
     files_by_id = {p.id: p for p in list_pairs(resolve_dataset(dataset))}
     report = SteerReport(str(weights), str(dataset), tuple(phrasings))
     for case in tqdm(cases, desc=f"steer {Path(str(weights)).stem}", unit="pair", disable=not progress):
-        y_a, y_b = files_by_id[case.pair_id].load(on_large="downscale").luminances()
+        session = PairSession(fuser, files_by_id[case.pair_id].load(on_large="downscale"), "ivf")
         phrases = [highlight_phrase(case.label, case.position, phrasing) for phrasing in phrasings]
         controls = {"absent": ABSENT_PHRASE.format(position=case.position), "nothing": NOTHING_PHRASE}
         captions = [case.captions] + [(add_phrase(case.captions[0], p), case.captions[1])
                                       for p in (*phrases, *controls.values())]
-        neutral, *others = fuser.fuse_luminance_texts(y_a, y_b, [fuser.encode(*c) for c in captions])[0]
+        neutral, *others = session.fuse_texts(captions)
         for phrase, named in zip(phrases, others):
             report.rows.append({"pair": case.pair_id, "label": case.label, "position": case.position,
                                 "phrase": phrase, **steer_stats(neutral, named, case.box)})
@@ -267,17 +272,16 @@ def steering_figure(weights: Sequence[str | os.PathLike], case: SteerCase, datas
 
     from tgif.io.datasets import list_pairs, resolve_dataset
     from tgif.pipeline import TGIFFuser
+    from tgif.session import PairSession
 
     files = {p.id: p for p in list_pairs(resolve_dataset(dataset))}[case.pair_id]
-    y_a, y_b = files.load(on_large="downscale").luminances()
+    pair = files.load(on_large="downscale")
     phrase = highlight_phrase(case.label, case.position, phrasing)
     fig = Figure(figsize=(12, 3.3 * len(weights)))
     axes = fig.subplots(len(weights), 3, squeeze=False)
     for row, path in enumerate(weights):
-        fuser = TGIFFuser(path, device="cpu")
-        outputs, _ = fuser.fuse_luminance_texts(y_a, y_b, [fuser.encode(*case.captions),
-                                                           fuser.encode(add_phrase(case.captions[0], phrase),
-                                                                        case.captions[1])])
+        session = PairSession(TGIFFuser(path, device="cpu"), pair, "ivf")
+        outputs = session.fuse_texts([case.captions, (add_phrase(case.captions[0], phrase), case.captions[1])])
         effect = (outputs[1] - outputs[0]) * 255.0
         scale = max(2.0, float(np.percentile(np.abs(effect), 99.9)))
         stats = steer_stats(outputs[0], outputs[1], case.box)

@@ -3,6 +3,9 @@
 - ``ivf/``: a synthetic night street drawn here (CC0): the infrared image shows warm bodies
   (a pedestrian, a car's engine and wheels) brightly over a cool, low-texture background; the
   visible image shows a dim, textured scene with a lit shop window and headlights.
+- ``ivf_person/``: scikit-image's ``astronaut`` photo (public domain, NASA: Eileen Collins) as a night
+  shot (dim, noisy visible image) and a stand-in infrared image (a soft grey rendering in which skin
+  glows warm); a COCO detector finds the person, so the app's steering chips have something to name.
 - ``mif/``: the Shepp-Logan phantom (public domain, shipped with scikit-image) rendered as an
   MRI-like slice (soft-tissue contrast and texture) and a CT-like slice (bright skull, flat tissue).
 - ``mef/``: scikit-image's ``coffee`` photo (CC0, Rachel Michetti) as an under- and an
@@ -65,6 +68,18 @@ def make_ivf(width: int = 320, height: int = 240) -> tuple[np.ndarray, np.ndarra
     return np.clip(ir, 0, 1), np.clip(vis, 0, 1)
 
 
+def make_ivf_person(width: int = 320, height: int = 240) -> tuple[np.ndarray, np.ndarray]:
+    photo = data.astronaut()[40:424].astype(np.float32) / 255  # 512x384: 4:3
+    rgb = cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(11)
+    vis = np.clip(rgb**1.8 * 0.45 + rng.normal(0, 0.02, rgb.shape).astype(np.float32), 0, 1)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    skin = ((r > 0.35) & (r > 1.15 * g) & (g > b)).astype(np.float32)
+    ir = 0.55 * cv2.GaussianBlur(grey, (0, 0), 1.5) ** 0.6 + 0.4 * cv2.GaussianBlur(skin, (0, 0), 2.0)
+    return np.clip(ir, 0, 1), vis
+
+
 def make_mif(size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     phantom = cv2.resize(data.shepp_logan_phantom().astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
     rng = np.random.default_rng(3)
@@ -96,6 +111,9 @@ def main() -> None:
     ir, vis = make_ivf()
     _save(HERE / "ivf" / "ir.png", ir)
     _save(HERE / "ivf" / "vi.png", vis)
+    ir, vis = make_ivf_person()
+    _save(HERE / "ivf_person" / "ir.png", ir)
+    _save(HERE / "ivf_person" / "vi.png", vis)
     mri, ct = make_mif()
     _save(HERE / "mif" / "mri.png", mri)
     _save(HERE / "mif" / "ct.png", ct)

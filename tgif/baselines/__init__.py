@@ -7,8 +7,8 @@ ivf, mif, mef, mff). They are the references a learned model must beat.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -42,7 +42,8 @@ BASELINES: dict[str, Baseline] = {
     b.name: b
     for b in (
         Baseline("average", "per-pixel mean of the luminances", lambda y_a, y_b, task: average_luma(y_a, y_b)),
-        Baseline("max", "per-pixel max-abs of the luminances (pixel-max)", lambda y_a, y_b, task: max_abs_luma(y_a, y_b)),
+        Baseline("max", "per-pixel max-abs of the luminances (pixel-max)",
+                 lambda y_a, y_b, task: max_abs_luma(y_a, y_b)),
         Baseline(
             "laplacian",
             "Laplacian pyramid: max-activity details; base by max (ivf, mif) or mean (mef, mff)",

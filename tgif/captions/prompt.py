@@ -63,12 +63,14 @@ def prompt_text(inputs: CaptionInput, mode: str) -> str:
     if names:
         lines.append("Attached, in order: " + "; ".join(names) + ".")
     if allowed.detection and inputs.detections is not None:
-        caveat = " (a COCO detector for everyday scenes: ignore these classes in a medical scan)" if inputs.task == "mif" else ""
+        caveat = (" (a COCO detector for everyday scenes: ignore these classes in a medical scan)"
+                  if inputs.task == "mif" else "")
         found = ("unavailable (no detector could run; say nothing about which objects are or are not there)"
                  if inputs.detections.model == NO_DETECTOR else summarize_detections(inputs.detections))
         lines.append("Detector output" + caveat + ": " + found + ".")
     if allowed.segmentation and inputs.segmentation is not None:
-        lines.append("Segmenter output: " + summarize_regions(inputs.segmentation, name_classes=allowed.detection) + ".")
+        regions = summarize_regions(inputs.segmentation, name_classes=allowed.detection)
+        lines.append(f"Segmenter output: {regions}.")
     return "\n".join(lines)
 
 

@@ -9,9 +9,9 @@ otherwise. This is the layout of ``shared/data`` and ``shared/train`` (see their
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from tgif import settings
 from tgif.errors import DatasetError
@@ -124,7 +124,8 @@ def _images_by_stem(folder: Path) -> dict[str, Path]:
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
             if path.stem in found:
-                raise DatasetError(f"{folder}: two files share the id {path.stem!r} ({found[path.stem].name}, {path.name})")
+                raise DatasetError(
+                    f"{folder}: two files share the id {path.stem!r} ({found[path.stem].name}, {path.name})")
             found[path.stem] = path
     return found
 

@@ -92,7 +92,8 @@ def _resize_to(image: SourceImage, size: tuple[int, int]) -> SourceImage:
     shrinking = w * h < image.size[0] * image.size[1]
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
     pixels = np.clip(cv2.resize(image.pixels, (w, h), interpolation=interpolation), 0.0, 1.0)
-    notes = image.notes + [f"resized from {describe_size(image.size)} to {describe_size(size)} to match the first image"]
+    notes = [*image.notes,
+             f"resized from {describe_size(image.size)} to {describe_size(size)} to match the first image"]
     return SourceImage(pixels.astype(np.float32), image.name, image.mode, image.original_size, notes)
 
 

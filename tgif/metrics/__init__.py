@@ -13,7 +13,9 @@ from tgif.metrics.registry import (
     METRICS,
     PAPER_METRICS,
     MetricSpec,
+    best_value,
     compute_metrics,
+    is_better,
     resolve_metric_names,
 )
 from tgif.metrics.similarity import mutual_information, ssim_sum, sum_of_correlations_of_differences
@@ -25,10 +27,12 @@ __all__ = [
     "PAPER_METRICS",
     "MetricSpec",
     "average_gradient",
+    "best_value",
     "compute_metrics",
     "entropy",
     "gray_levels",
     "gray_levels_of",
+    "is_better",
     "mutual_information",
     "qabf",
     "read_gray_levels",

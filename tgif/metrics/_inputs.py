@@ -26,7 +26,8 @@ def as_gray255(image: np.ndarray, what: str = "image") -> np.ndarray:
     if lo < 0.0 or hi > 255.0:
         raise MetricInputError(f"{what}: grey levels must lie in [0, 255], got [{lo:g}, {hi:g}]")
     if hi <= 1.0 and np.any(arr != np.round(arr)):
-        raise MetricInputError(f"{what}: values look like [0, 1] data; metrics expect grey levels 0-255 (multiply by 255)")
+        raise MetricInputError(
+            f"{what}: values look like [0, 1] data; metrics expect grey levels 0-255 (multiply by 255)")
     return arr
 
 

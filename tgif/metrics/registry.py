@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -54,6 +54,27 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("SCD", "sum of correlations of differences", sum_of_correlations_of_differences, True),
     )
 }
+
+def _spec(name: str) -> MetricSpec:
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise UnknownNameError(f"unknown metric {name!r}; choose from {', '.join(METRICS)}") from None
+
+
+def best_value(name: str, values: Iterable[float]) -> float:
+    """The best of ``values`` of metric ``name`` in its direction (:attr:`MetricSpec.higher_is_better`); NaNs are
+    skipped, NaN when none is left. Raises UnknownNameError for an unknown metric."""
+    finite = [float(v) for v in values if not np.isnan(v)]
+    if not finite:
+        return float("nan")
+    return max(finite) if _spec(name).higher_is_better else min(finite)
+
+
+def is_better(name: str, value: float, other: float) -> bool:
+    """True when ``value`` of metric ``name`` is strictly better than ``other`` (in the metric's direction)."""
+    return value > other if _spec(name).higher_is_better else value < other
+
 
 PAPER_METRICS: tuple[str, ...] = ("EN", "SD", "SF", "AG", "VIF", "Qabf")
 EXTRA_METRICS: tuple[str, ...] = ("SSIM", "MI", "SCD")

@@ -62,7 +62,8 @@ def vif_components(references: list[np.ndarray], distorted: np.ndarray) -> list[
             refs, dist = list(filtered[:-1]), filtered[-1]
         if min(dist.shape) < len(window):
             break  # image too small for this scale (the reference would fail here)
-        maps = _filter_valid(np.stack(refs + [dist, dist * dist] + [r * r for r in refs] + [r * dist for r in refs]), window)
+        stacked = np.stack([*refs, dist, dist * dist, *(r * r for r in refs), *(r * dist for r in refs)])
+        maps = _filter_valid(stacked, window)
         k = len(refs)
         mu_d, e_dd = maps[k], maps[k + 1]
         sigma2_sq = np.maximum(e_dd - mu_d * mu_d, 0.0)

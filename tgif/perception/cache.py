@@ -1,6 +1,6 @@
 """On-disk cache of perception results, so the app and the dataset tools never recompute maps.
 
-One folder per (image, detector, segmenter) key under ``<TGIF_CACHE_DIR or ~/.cache/tgif>/perception``:
+One folder per (image, detector, segmenter) key under ``<cache root>/perception`` (:func:`tgif.settings.cache_dir`):
 ``meta.json`` (detections, region labels, timings), ``masks.npz`` (bit-packed region masks) and the
 two rendered maps as PNG. Writes go to a temporary folder renamed into place, so a crash never
 leaves a half-written entry.
@@ -18,12 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tgif import settings
 from tgif.perception.types import Detection, Detections, Region, Segmentation
-
-
-def default_cache_root() -> Path:
-    """``TGIF_CACHE_DIR`` or ``~/.cache/tgif``."""
-    return Path(os.environ.get("TGIF_CACHE_DIR") or Path.home() / ".cache" / "tgif")
 
 
 def image_key(image: np.ndarray, config: str) -> str:
@@ -53,7 +49,7 @@ class PerceptionCache:
     """Stores and retrieves (detections, segmentation, detection map, segmentation map) by key."""
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
-        self.root = Path(root) if root is not None else default_cache_root() / "perception"
+        self.root = Path(root) if root is not None else settings.cache_dir() / "perception"
 
     def _folder(self, key: str) -> Path:
         return self.root / key[:2] / key
@@ -85,7 +81,8 @@ class PerceptionCache:
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
         try:
             w, h = segmentation.image_size
-            masks = np.stack([r.mask for r in segmentation.regions]) if segmentation.regions else np.zeros((0, h, w), bool)
+            masks = (np.stack([r.mask for r in segmentation.regions]) if segmentation.regions
+                     else np.zeros((0, h, w), bool))
             np.savez_compressed(tmp / "masks.npz", bits=np.packbits(masks.ravel()), shape=np.array(masks.shape))
             meta = {
                 "detections": _detections_to_json(detections),

@@ -1,8 +1,9 @@
 """Object detection with Ultralytics YOLO.
 
 Weights are a path setting (:func:`default_detector_weights`): ``TGIF_YOLO_WEIGHTS`` when set,
-else the YOLO11n INT8 OpenVINO export in ``<shared>/weights`` when present (offline), else
-``yolo11n.pt``, which Ultralytics downloads on a machine with internet.
+else the YOLO11n INT8 OpenVINO export bundled in the repository's ``weights/`` (3.4 MB, AGPL-3.0
+like Ultralytics; provenance in ``weights/README.md``), else the same export in ``<shared>/weights``,
+else ``yolo11n.pt``, which Ultralytics downloads on a machine with internet.
 
 Ultralytics is configured before its first import so that it never reaches the network on
 its own: settings live in a cache folder (``YOLO_CONFIG_DIR``), it may not pip-install
@@ -18,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,8 @@ from tgif.perception.types import Detection, Detections
 logger = logging.getLogger(__name__)
 
 DEFAULT_ONLINE_WEIGHTS = "yolo11n.pt"
-SHARED_WEIGHTS_NAME = "yolo11n_int8_openvino_model"
+#: The offline detector: YOLO11n INT8 OpenVINO export (folder name in the weights and shared folders).
+BUNDLED_WEIGHTS_NAME = "yolo11n_int8_openvino_model"
 
 
 class DetectorError(TgifError):
@@ -40,20 +41,21 @@ class DetectorError(TgifError):
 
 
 def default_detector_weights() -> str:
-    """Weights to use: ``TGIF_YOLO_WEIGHTS``, else the shared OpenVINO export, else ``yolo11n.pt``."""
+    """Weights to use: ``TGIF_YOLO_WEIGHTS``, else the bundled OpenVINO export (weights folder, then the shared
+    folder), else ``yolo11n.pt``."""
     env = os.environ.get("TGIF_YOLO_WEIGHTS")
     if env:
         return env
     shared = settings.shared_dir()
-    if shared is not None and (shared / "weights" / SHARED_WEIGHTS_NAME).is_dir():
-        return str(shared / "weights" / SHARED_WEIGHTS_NAME)
+    for folder in (settings.weights_dir(), settings.REPO_WEIGHTS_DIR, shared / "weights" if shared else None):
+        if folder is not None and (folder / BUNDLED_WEIGHTS_NAME / "yolo11n.xml").is_file():
+            return str(folder / BUNDLED_WEIGHTS_NAME)
     return DEFAULT_ONLINE_WEIGHTS
 
 
 def configure_ultralytics() -> None:
     """Set Ultralytics' environment before it is imported (values already set are kept)."""
-    cache = Path(os.environ.get("TGIF_CACHE_DIR", Path(tempfile.gettempdir()) / "tgif-cache"))
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(cache / "ultralytics"))
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(settings.cache_dir() / "ultralytics"))
     os.environ.setdefault("YOLO_AUTOINSTALL", "False")
     os.environ.setdefault("YOLO_VERBOSE", "False")
     os.environ.setdefault("YOLO_OFFLINE", "1")

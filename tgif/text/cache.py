@@ -2,7 +2,7 @@
 
 Layout: ``<root>/<encoder slug>/<first 2 hex>/<sha256(encoder name + "\\n" + caption)>.npy``, each
 file a float32 (L_i, D) array of the caption's real tokens. The default root is
-``$TGIF_CACHE_DIR/text``, or ``~/.cache/tgif/text``.
+``<cache root>/text`` (:func:`tgif.settings.cache_dir`).
 """
 
 from __future__ import annotations
@@ -12,21 +12,21 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
+from tgif import settings
 from tgif.text.base import TextEncoder, check_captions
 
 logger = logging.getLogger(__name__)
 
 
 def default_cache_root() -> Path:
-    """Return ``$TGIF_CACHE_DIR/text`` or, when the variable is unset, ``~/.cache/tgif/text``."""
-    base = os.environ.get("TGIF_CACHE_DIR") or "~/.cache/tgif"
-    return Path(base).expanduser() / "text"
+    """Return ``<cache root>/text`` (:func:`tgif.settings.cache_dir`)."""
+    return settings.cache_dir() / "text"
 
 
 class TextFeatureCache:
@@ -38,7 +38,7 @@ class TextFeatureCache:
 
     def path(self, encoder_name: str, caption: str) -> Path:
         """Return the file that holds ``caption``'s features for ``encoder_name``."""
-        key = hashlib.sha256(f"{encoder_name}\n{caption}".encode("utf-8")).hexdigest()
+        key = hashlib.sha256(f"{encoder_name}\n{caption}".encode()).hexdigest()
         slug = re.sub(r"[^A-Za-z0-9@._-]+", "_", encoder_name)
         return self.root / slug / key[:2] / f"{key}.npy"
 

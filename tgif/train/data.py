@@ -70,8 +70,7 @@ class PackDataset(Dataset):
         task, text_encoder, text_dim: copied from the pack.
         weights: float32 (N,) sampling weights of this split's pairs.
 
-    Each item is a dict: ``y_a``, ``y_b``, ``target`` float32 (1, H, W) in [0, 1] (``target`` is zeros
-    when the pair has no ground truth), ``has_target`` bool, ``text`` float32 (L, D) = the tokens of
+    Each item is a dict: ``y_a``, ``y_b`` float32 (1, H, W) in [0, 1], ``text`` float32 (L, D) = the tokens of
     caption a then caption b, ``text_mask`` bool (L,) (all True; padding comes from :func:`collate_fusion`),
     ``id`` (``dataset/id``).
     """
@@ -91,8 +90,7 @@ class PackDataset(Dataset):
         self.text_dim: int = pack["text_dim"]
         self.ids = [f"{pairs['dataset'][i]}/{pairs['id'][i]}" for i in self.indices]
         self.weights = pairs["weight"][self.indices].clone()
-        self._pairs = {k: pairs[k][self.indices] for k in ("plane_a", "plane_b", "plane_target",
-                                                          "caption_a", "caption_b")}
+        self._pairs = {k: pairs[k][self.indices] for k in ("plane_a", "plane_b", "caption_a", "caption_b")}
         self._planes = self._decode(pack["planes"], pairs["size"][self.indices])
         self._spans = pack["caption_spans"]
         self._tokens, self._scales = pack["tokens"], pack["token_scales"]
@@ -104,9 +102,9 @@ class PackDataset(Dataset):
         """Decode every plane this split uses once, at its pair's size."""
         decoded: dict[int, np.ndarray] = {}
         for row, size in enumerate(sizes.tolist()):
-            for key in ("plane_a", "plane_b", "plane_target"):
+            for key in ("plane_a", "plane_b"):
                 index = int(self._pairs[key][row])
-                if index >= 0 and index not in decoded:
+                if index not in decoded:
                     decoded[index] = decode_plane(planes[index], tuple(size))
         return decoded
 
@@ -127,15 +125,13 @@ class PackDataset(Dataset):
         return dequantize_tokens(self._tokens[start:start + length], scales)
 
     def __getitem__(self, item: int) -> dict[str, Any]:
-        target_index = int(self._pairs["plane_target"][item])
         planes = [self._planes[int(self._pairs["plane_a"][item])], self._planes[int(self._pairs["plane_b"][item])]]
-        planes.append(self._planes[target_index] if target_index >= 0 else np.zeros_like(planes[0]))
         if self.split == "train":
             planes = random_crop_flip(planes, self.crop, self.flips, self._generator())
-        y_a, y_b, target = (_to_tensor(p) for p in planes)
+        y_a, y_b = (_to_tensor(p) for p in planes)
         text = torch.cat([self._text(int(self._pairs["caption_a"][item])),
                           self._text(int(self._pairs["caption_b"][item]))])
-        return {"y_a": y_a, "y_b": y_b, "target": target, "has_target": target_index >= 0, "text": text,
+        return {"y_a": y_a, "y_b": y_b, "text": text,
                 "text_mask": torch.ones(text.shape[0], dtype=torch.bool), "id": self.ids[item]}
 
 
@@ -151,8 +147,7 @@ def collate_fusion(batch: list[dict[str, Any]]) -> dict[str, Any]:
         text[row, : item["text"].shape[0]] = item["text"]
         mask[row, : item["text"].shape[0]] = item["text_mask"]
     return {
-        **{key: torch.stack([item[key] for item in batch]) for key in ("y_a", "y_b", "target")},
-        "has_target": torch.tensor([item["has_target"] for item in batch], dtype=torch.bool),
+        **{key: torch.stack([item[key] for item in batch]) for key in ("y_a", "y_b")},
         "text": text,
         "text_mask": mask,
         "id": [item["id"] for item in batch],

@@ -86,14 +86,11 @@ def _seed_everything(seed: int) -> None:
 
 
 def _distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank); initialises the process group under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    if not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
-    return torch.distributed.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+    """(rank, world size, local rank); the process group is :mod:`tgif.parallel`'s (started under torchrun)."""
+    from tgif.parallel import local_rank, world
+
+    rank, size = world()
+    return rank, size, local_rank()
 
 
 def _device(local_rank: int) -> torch.device:
@@ -258,14 +255,16 @@ def train(settings: TrainSettings, resume: bool = False, progress: bool = True) 
                 truncate_csv(out / name, step)
         logger.info("resumed %s at step %d", out, step)
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[local_rank] if device.type == "cuda" else None)
     core: TGIFNet = model.module if world > 1 else model  # type: ignore[assignment]
 
     remaining = max(0, settings.steps - step)
     sampler = make_sampler(train_set, remaining * settings.batch_size, seed=settings.seed + 7919 * rank + step)
     loader = DataLoader(train_set, batch_size=settings.batch_size, sampler=sampler, collate_fn=collate_fusion,
                         num_workers=settings.num_workers, drop_last=True)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+           else torch.autocast("cpu", enabled=False))
 
     def save(step_done: int) -> Path:
         extra = {"settings": asdict(settings), "train_pairs": len(train_set), "device": str(device),

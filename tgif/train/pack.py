@@ -39,9 +39,9 @@ Layout (a dict): ``format``, ``task``, ``text_encoder`` (the encoder's name), ``
 ``max_tokens``, ``text_dtype``, ``image_codec``, ``crop_source_max_side``; ``planes`` (list of encoded
 planes); ``captions`` (distinct caption strings), ``caption_spans`` (C, 2) int64 (first token row,
 token count), ``tokens`` (N, D) float16/int8, ``token_scales`` (N,) float16 or None; ``pairs`` (dict
-of per-pair lists: ``id``, ``dataset``; int64 tensors ``plane_a``, ``plane_b``, ``plane_target`` (-1:
-no ground truth), ``size`` (P, 2) (height, width) to decode to, ``caption_a``, ``caption_b``; float32
-``weight``); ``val`` (int64 indices of the held-out pairs).
+of per-pair lists: ``id``, ``dataset``; int64 tensors ``plane_a``, ``plane_b``, ``size`` (P, 2)
+(height, width) to decode to, ``caption_a``, ``caption_b``; float32 ``weight``); ``val`` (int64 indices of the
+held-out pairs).
 
 Build from the command line: ``python -m tgif.train.pack ivf runs/packs/ivf.pt`` (see ``--help``).
 """
@@ -72,7 +72,8 @@ from tgif.train.synthetic import make_multifocus_pair, pair_seed
 
 logger = logging.getLogger(__name__)
 
-PACK_FORMAT = "tgif-train-pack/1"
+#: Version 2 dropped the synthetic pairs' ground-truth planes, which no loss reads.
+PACK_FORMAT = "tgif-train-pack/2"
 DEFAULT_CAPTIONS_DIR = Path(__file__).resolve().parents[2] / "assets" / "captions" / "train"
 
 #: Real datasets of each task (in ``shared/train``).
@@ -129,7 +130,7 @@ class PackSummary:
     seconds: float
 
 
-_PAIR_FIELDS = ("id", "dataset", "plane_a", "plane_b", "plane_target", "size", "caption_a", "caption_b")
+_PAIR_FIELDS = ("id", "dataset", "plane_a", "plane_b", "size", "caption_a", "caption_b")
 
 
 @dataclass
@@ -152,7 +153,7 @@ class _Builder:
             self.captions.append(caption)
         return self.caption_index[caption]
 
-    def add_pair(self, dataset: str, pair_id: str, planes: tuple[int, int, int], size: tuple[int, int],
+    def add_pair(self, dataset: str, pair_id: str, planes: tuple[int, int], size: tuple[int, int],
                  captions: tuple[str, str]) -> None:
         values = (pair_id, dataset, *planes, list(size), self.add_caption(captions[0]), self.add_caption(captions[1]))
         for key, value in zip(_PAIR_FIELDS, values):
@@ -276,7 +277,7 @@ def _add_real_pairs(builder: _Builder, dataset: str, pairs: list[PairFiles], cap
                  _caption_of(captions, dataset, files.id, files.path_b))
         planes = [to_uint8(fit_within(y, max_side)) for y in files.load(on_large="downscale").luminances()]
         size = DECODE_SIZE.get(dataset, planes[0].shape)
-        builder.add_pair(dataset, files.id, (builder.add_plane(planes[0]), builder.add_plane(planes[1]), -1),
+        builder.add_pair(dataset, files.id, (builder.add_plane(planes[0]), builder.add_plane(planes[1])),
                          size, texts)
 
 
@@ -296,7 +297,6 @@ def _add_synthetic_pairs(builder: _Builder, natural_dir: Path, per_image: int, m
         raise DatasetError(f"no images in {natural_dir} for synthetic multi-focus pairs")
     for path in tqdm(paths, desc="pack synthetic mff", unit="img", disable=not progress):
         rgb = fit_within(load_image(path, on_large="downscale").pixels, max_side)
-        target = builder.add_plane(to_uint8(luminance(rgb)))
         for k in range(per_image):
             pair = make_multifocus_pair(rgb, pair_seed(path.stem, k))
             texts = tuple(
@@ -305,7 +305,7 @@ def _add_synthetic_pairs(builder: _Builder, natural_dir: Path, per_image: int, m
                 for image, folder in ((pair.near, SYNTHETIC_MODALITIES[0]), (pair.far, SYNTHETIC_MODALITIES[1]))
             )
             planes = (builder.add_plane(to_uint8(luminance(pair.near))),
-                      builder.add_plane(to_uint8(luminance(pair.far))), target)
+                      builder.add_plane(to_uint8(luminance(pair.far))))
             builder.add_pair(SYNTHETIC_MFF, f"{path.stem}_{k}", planes, rgb.shape[:2], texts)
 
 

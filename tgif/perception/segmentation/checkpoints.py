@@ -2,7 +2,7 @@
 
 A checkpoint is given either as a path (used as is) or as a known name (``sam_vit_b``,
 ``mobile_sam``, ... or the official file name such as ``sam_vit_b_01ec64.pth``), which is
-downloaded once into ``<TGIF_CACHE_DIR or ~/.cache/tgif>/checkpoints`` and verified.
+downloaded once into ``<cache root>/checkpoints`` and verified.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from tgif import settings
 from tgif.errors import CheckpointError
-from tgif.perception.cache import default_cache_root
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +71,8 @@ CHECKPOINTS: dict[str, CheckpointSpec] = {
 
 
 def default_checkpoint_dir() -> Path:
-    """``<TGIF_CACHE_DIR or ~/.cache/tgif>/checkpoints``."""
-    return default_cache_root() / "checkpoints"
+    """``<cache root>/checkpoints``."""
+    return settings.cache_dir() / "checkpoints"
 
 
 def find_spec(name: str) -> CheckpointSpec | None:

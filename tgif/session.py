@@ -1,0 +1,217 @@
+"""One pair from upload to fused image: the spine of the pipeline.
+
+Like Segment Anything's ``SamPredictor`` (``set_image`` computes an image's embedding once, every
+prompt is answered from it), a :class:`PairSession` holds one pair and computes each stage once:
+
+pair (task and modalities from :mod:`tgif.tasks`) -> perception maps per source -> drafted captions
+and who wrote them -> text features per caption pair -> the sources' network features -> a fused
+image per caption pair.
+
+A caption edit re-runs only the text features and the text-guided decoder; perception and the
+source encoders never run twice for a session. The app keeps one session per browser session and
+pair; ``tgif fuse``, ``tgif eval``, ``tgif steer`` and ``tgif bench session`` go through it too. The
+stages stay importable on their own: :mod:`tgif.perception`, :mod:`tgif.captions`, :mod:`tgif.text`
+and :mod:`tgif.model`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from tgif.captions.dataset import CaptionedSource, caption_image
+from tgif.io.image import as_rgb_uint8, fit_within
+from tgif.io.pair import ImagePair
+from tgif.tasks import TaskSpec, task_spec
+
+if TYPE_CHECKING:
+    from tgif.pipeline import EncodedPair, FusionResult, TGIFFuser
+
+logger = logging.getLogger(__name__)
+
+#: Perception runs on a copy whose longer side is at most this (maps are for reading, not for fusing).
+PERCEPTION_MAX_SIDE = 1280
+#: Caption pairs whose text features and fused planes a session remembers (least recently used dropped).
+CAPTION_CACHE_SIZE = 8
+
+
+def caption_author(caption_text: str, draft: CaptionedSource | None) -> str:
+    """Who wrote a caption: ``draft:<captioner>`` when it is the draft as drafted, else ``user``."""
+    if draft is not None and caption_text.strip() == draft.caption.text.strip():
+        return f"draft:{draft.caption.captioner}"
+    return "user"
+
+
+def draft_notes(drafts: tuple[CaptionedSource | None, CaptionedSource | None]) -> list[str]:
+    """What the drafts lacked: degraded perception (e.g. no detector; said once when both sources share it) and
+    GPT fallbacks with their reasons."""
+    per_source = [list(d.perception.notes) if d is not None else [] for d in drafts]
+    notes: list[str] = [note for note in per_source[0] if note in per_source[1]]
+    for index, source_notes in enumerate(per_source, 1):
+        notes.extend(f"source {index}: {note}" for note in source_notes if note not in notes)
+    for index, draft in enumerate(drafts, 1):
+        if draft is not None and draft.caption.fallback_reason:
+            notes.append(f"caption {index}: GPT failed ({draft.caption.fallback_reason}); "
+                         f"drafted by {draft.caption.captioner} instead")
+    return notes
+
+
+class PairSession:
+    """A loaded pair with every stage's result cached (module docstring).
+
+    Args:
+        fuser: the TGIF model (with its text encoder, perceiver and captioner).
+        pair: the two registered sources.
+        task: the task choice (name or :class:`~tgif.tasks.TaskSpec`; default: ``pair.task``, else IVF); its
+            modalities name the sources in the drafted captions.
+
+    Thread-safe: one lock serialises a session's stages (two clicks of one user), never two sessions.
+    """
+
+    def __init__(self, fuser: TGIFFuser, pair: ImagePair, task: str | TaskSpec | None = None) -> None:
+        self.fuser = fuser
+        self.pair = pair
+        self.spec = task if isinstance(task, TaskSpec) else task_spec(task or pair.task or "ivf")
+        if pair.task is not None and pair.task != self.spec.task:
+            raise ValueError(f"the pair is {pair.task} but the task is {self.spec.key}")
+        self._lock = threading.RLock()
+        self._drafts: dict[str, tuple[CaptionedSource, CaptionedSource]] = {}
+        self._given_drafts: tuple[CaptionedSource | None, CaptionedSource | None] = (None, None)
+        self._encoded: EncodedPair | None = None
+        self._texts: OrderedDict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._planes: OrderedDict[tuple[str, str] | None, np.ndarray] = OrderedDict()
+        self._luminances: tuple[np.ndarray, np.ndarray] | None = None
+        #: Stage counters (for tests and benchmarks): how often each stage really ran.
+        self.calls = {"perception": 0, "encode_sources": 0, "text": 0, "decode": 0}
+
+    # ------------------------------------------------------------------------------------------ captions
+
+    def use_drafts(self, drafts: tuple[CaptionedSource | None, CaptionedSource | None]) -> None:
+        """Take drafts made elsewhere (the app drafts each source when it is uploaded) instead of drafting again."""
+        with self._lock:
+            self._given_drafts = drafts
+
+    def drafts(self, mode: str = "full") -> tuple[CaptionedSource, CaptionedSource]:
+        """Both sources perceived and captioned (once per mode), each on a copy at most
+        :data:`PERCEPTION_MAX_SIDE` on its longer side."""
+        with self._lock:
+            if mode == "full" and all(d is not None for d in self._given_drafts):
+                return self._given_drafts  # type: ignore[return-value]
+            if mode not in self._drafts:
+                drafted = []
+                for index, (source, modality) in enumerate(zip((self.pair.a, self.pair.b), self.spec.modalities)):
+                    given = self._given_drafts[index]
+                    if mode == "full" and given is not None:
+                        drafted.append(given)
+                        continue
+                    self.calls["perception"] += 1
+                    rgb = fit_within(as_rgb_uint8(source.pixels), PERCEPTION_MAX_SIDE)
+                    drafted.append(caption_image(rgb, modality=modality, task=self.spec.task,
+                                                 perceiver=self.fuser.perceiver, captioner=self.fuser.captioner,
+                                                 mode=mode))
+                self._drafts[mode] = (drafted[0], drafted[1])
+            return self._drafts[mode]
+
+    def drafted_captions(self, mode: str = "full") -> tuple[str, str]:
+        """The drafted captions' text."""
+        a, b = self.drafts(mode)
+        return a.caption.text, b.caption.text
+
+    # ------------------------------------------------------------------------------------------ network
+
+    def luminances(self) -> tuple[np.ndarray, np.ndarray]:
+        """The sources' luminance planes (computed once)."""
+        with self._lock:
+            if self._luminances is None:
+                self._luminances = self.pair.luminances()
+            return self._luminances
+
+    def encoded(self) -> EncodedPair:
+        """The sources' network features (stage 1, per tile when tiled), computed once."""
+        with self._lock:
+            if self._encoded is None:
+                self.calls["encode_sources"] += 1
+                self._encoded = self.fuser.encode_pair(*self.luminances())
+            return self._encoded
+
+    def text_features(self, captions: tuple[str, str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token features of a caption pair, as the model reads them (cached per pair of captions)."""
+        key = (captions[0], captions[1])
+        with self._lock:
+            if key in self._texts:
+                self._texts.move_to_end(key)
+                return self._texts[key]
+            self.calls["text"] += 1
+            features = self.fuser.encode(*key)
+            self._texts[key] = features
+            while len(self._texts) > CAPTION_CACHE_SIZE:
+                self._texts.popitem(last=False)
+            return features
+
+    def decode(self, captions: tuple[str, str] | None) -> np.ndarray:
+        """The fused (H, W) luminance under ``captions`` (None: the no-text path), cached per caption pair."""
+        key = (captions[0], captions[1]) if captions is not None else None
+        with self._lock:
+            if key in self._planes:
+                self._planes.move_to_end(key)
+                return self._planes[key]
+            text, mask = self.text_features(key) if key is not None else (None, None)
+            self.calls["decode"] += 1
+            plane = self.fuser.decode_pair(self.encoded(), text, mask)
+            self._planes[key] = plane
+            while len(self._planes) > CAPTION_CACHE_SIZE:
+                self._planes.popitem(last=False)
+            return plane
+
+    def fuse(self, captions: tuple[str, str] | None = None, use_text: bool = True,
+             reference_captions: tuple[str, str] | None = None, mode: str = "full") -> FusionResult:
+        """Fuse the pair; drafted captions when ``captions`` is None. ``use_text=False`` (or a model trained
+        without text) runs the no-text path.
+
+        ``reference_captions`` (with text on) also gives the pair fused under them
+        (:attr:`~tgif.pipeline.FusionResult.reference_luminance`, one more decoder pass unless cached), e.g. the
+        drafted captions, so that the difference is what a caption edit changed.
+        """
+        from tgif.pipeline import FusionResult
+
+        seconds: dict[str, float] = {}
+        use_text = use_text and self.fuser.uses_text
+        notes: list[str] = []
+        authors = ("", "")
+        with self._lock:
+            if use_text:
+                start = time.perf_counter()
+                drafts: tuple[CaptionedSource | None, CaptionedSource | None] = self._given_drafts
+                if captions is None:
+                    drafts = self.drafts(mode)
+                    captions = (drafts[0].caption.text, drafts[1].caption.text)
+                elif mode in self._drafts:
+                    drafts = self._drafts[mode]
+                authors = (caption_author(captions[0], drafts[0]), caption_author(captions[1], drafts[1]))
+                notes.extend(draft_notes(drafts))
+                seconds["captions"] = time.perf_counter() - start
+                start = time.perf_counter()
+                self.text_features(captions)
+                if reference_captions is not None:
+                    self.text_features(reference_captions)
+                seconds["text"] = time.perf_counter() - start
+            start = time.perf_counter()
+            plane = self.decode(captions if use_text else None)
+            reference = None
+            if use_text and reference_captions is not None:
+                reference = self.decode(reference_captions)
+            seconds["network"] = time.perf_counter() - start
+            notes.extend(self.encoded().notes)
+        used = captions if use_text and captions is not None else ("", "")
+        return FusionResult(self.pair.colorize(plane), plane, used, authors, seconds, notes, reference,
+                            reference_captions if reference is not None else None)
+
+    def fuse_texts(self, captions: list[tuple[str, str]]) -> list[np.ndarray]:
+        """The fused (H, W) luminance under each caption pair (the sources encoded once)."""
+        return [self.decode(c) for c in captions]
