@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ from tgif.captions.base import Caption
 from tgif.captions.dataset import CaptionedSource, caption_image
 from tgif.captions.redact import scrub
 from tgif.captions.steering import add_phrase, box_position, highlight_phrase
+from tgif.captions.user_text import clean_caption, markdown_literal
 from tgif.errors import PairSizeError, TgifError
 from tgif.io.image import SourceImage, as_rgb_uint8, describe_size, fit_within, load_image, save_image, to_uint8
 from tgif.io.pair import ImagePair, load_pair
@@ -219,9 +220,10 @@ def metric_table(scores: dict[str, dict[str, float]]) -> pd.DataFrame:
 
 
 def _prepare_captions(session: PairSession, captions: list[str]) -> list[str]:
-    """Strip, cut overlong ones, draft empty ones (from the session's drafts)."""
+    """Clean (control characters out; unencodable text is an error), cut overlong ones, draft empty ones (from the
+    session's drafts)."""
     for index in range(2):
-        text = (captions[index] or "").strip()
+        text = clean_caption(captions[index] or "", f"Caption {index + 1}")
         if len(text) > MAX_CAPTION_CHARS:
             gr.Warning(f"Caption {index + 1} is {len(text)} characters long; "
                        f"only its first {MAX_CAPTION_CHARS} are used.")
@@ -338,7 +340,7 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
     errors = [error_map(fused, source.pixels) for source in (pair.a, pair.b)]
     figure = metrics_figure(scores, highlight=label, metrics=PAPER_METRICS,
                             title=f"{label} vs classic baselines on this pair")
-    run_id = f"run{run_number:02d}-{uuid.uuid4().hex[:6]}"
+    run_id = f"run{run_number:02d}-{secrets.token_hex(8)}"  # 64 random bits: run-file URLs are not guessable
     names = source_labels(task_value)
     record = {
         "run": run_id, "tgif_version": __version__, "task": task, "task_choice": task_value,
@@ -429,7 +431,7 @@ def compare_runs(run_a: dict[str, Any] | None, run_b: dict[str, Any] | None) -> 
 def _caption_line(run: dict[str, Any]) -> str:
     if not run["use_text"]:
         return "*(text guidance off)*"
-    return " | ".join(f"“{c}”" for c in run["captions"])
+    return " | ".join(f"“{markdown_literal(c)}”" for c in run["captions"])
 
 
 __all__ = [

@@ -346,3 +346,14 @@ def test_huge_images_are_downscaled_with_a_notice(app_env):
         out = _run(hub, method="laplacian", use_text=False)
     height, width = out.fused.shape[:2]
     assert height * width <= 20_000 and abs(width / height - 320 / 240) < 0.05
+
+
+def test_hostile_captions_are_cleaned_refused_or_escaped(hub):
+    with pytest.raises(gr.Error, match="Caption 1 contains characters that are not valid text"):
+        user_errors(_run)(hub, captions=("a person \ud800", "a street"))
+    nul = _run(hub, captions=("\x00\x00", "a street"), number=7)
+    assert nul.run["captions"][0] and "\x00" not in nul.run["captions"][0]  # NUL-only: drafted instead
+    link = _run(hub, captions=("[click](javascript:alert(1)) <b>hi</b>", "a street"), number=8)
+    text = compare_runs(nul.run, link.run).text
+    assert "](javascript" not in text and "<b>" not in text and "\\[click\\]" in text
+    assert len(link.run["png"].split("run08-")[1].split("/")[0]) == 16  # 64 random bits in the run id

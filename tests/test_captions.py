@@ -717,3 +717,25 @@ def test_restrict_caption_gives_what_the_template_drafts_in_that_mode(mode):
     # a full caption cut to MAX_WORDS has lost its lowest-priority sentences, which a narrower mode keeps
     crowded = captioner.caption(_inputs(), "full").text
     assert "Segmentation" not in crowded and "Segmentation" in captioner.caption(_inputs(), "image+segmentation").text
+
+
+def test_clean_caption_drops_control_characters_and_refuses_unencodable_text():
+    from tgif.captions.user_text import CaptionTextError, clean_caption
+
+    assert clean_caption("  a person\x00 on the\nleft\t ") == "a person on the left"
+    assert clean_caption("\x00\x00") == ""  # a NUL-only caption is no caption: it gets drafted
+    assert clean_caption("café 👩‍🚀 «ok»") == "café 👩‍🚀 «ok»"
+    with pytest.raises(CaptionTextError, match="Caption 1 contains characters that are not valid text"):
+        clean_caption("bad \ud800 text", "Caption 1")
+
+
+def test_markdown_literal_renders_as_typed():
+    from markdown_it import MarkdownIt
+
+    from tgif.captions.user_text import markdown_literal
+
+    hostile = ('<img src=x onerror=alert(1)> [click](javascript:alert(1)) ![x](http://evil.example/p.png) '
+               '**bold** `code` # heading')
+    html = MarkdownIt().render(markdown_literal(hostile))
+    assert "<img" not in html and "<a " not in html and "<strong>" not in html and "<code>" not in html
+    assert "<h1>" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html

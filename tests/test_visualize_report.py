@@ -77,3 +77,16 @@ def test_run_files_hold_image_record_and_rows(tmp_path, rng):
     assert rows[0]["caption_1"] == 'a, "b"' and float(rows[1]["SD"]) == 41.0
     assert csv_rows(record)[0]["EN"] == 6.5
     assert metric_deltas(record["metrics"]["TGIF"], record["metrics"]["max"]) == {"EN": -0.5, "SD": 1.0}
+
+
+def test_csv_cells_that_look_like_formulas_are_neutralised(tmp_path):
+    import csv as csv_module
+
+    from tgif.report import write_run
+
+    record = {"run": "run01", "task": "ivf", "use_text": True, "captions": ['=HYPERLINK("http://x","y")', "@SUM(A1)"],
+              "metrics": {"TGIF": {"EN": -1.5}}}
+    files = write_run(tmp_path, "r", np.zeros((4, 4), np.float32), record)
+    row = next(csv_module.DictReader(files["csv"].open(encoding="utf-8")))
+    assert row["caption_1"] == "'=HYPERLINK(\"http://x\",\"y\")" and row["caption_2"] == "'@SUM(A1)"
+    assert row["EN"] == "-1.5"  # numbers stay numbers

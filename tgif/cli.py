@@ -243,6 +243,10 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
                     caption.encode("utf-8")
                 except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as lone surrogates
                     raise TgifError(f"{flag} is not valid UTF-8 text; pass the caption in UTF-8") from None
+        if args.caption1 is not None:
+            from tgif.captions.user_text import clean_caption
+
+            args.caption1, args.caption2 = clean_caption(args.caption1), clean_caption(args.caption2)
         # like the app: without a loadable detector, segmentation-only captions and one note (not an error)
         perceiver = Perceiver(detector=YoloDetector(args.detector) if args.detector else None, detector_optional=True)
         fuser = TGIFFuser(args.weights or default_weights(spec.task), captioner=args.captioner, perceiver=perceiver)

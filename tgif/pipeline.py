@@ -1,9 +1,11 @@
-"""The whole TGIF pipeline for one pair: maps -> captions -> text features -> network -> colour.
+"""The TGIF model a pair session runs: checkpoint, text encoder, perceiver, captioner, and the two network stages.
 
-:class:`TGIFFuser` loads a trained checkpoint once (with the text encoder it was trained with)
-and then fuses pairs. Captions can be given (edited by a user), or drafted from each source's
-detection and segmentation maps. Images above ``max_model_pixels`` are fused in overlapping
-tiles (blended with linear ramps), so memory stays bounded; a log line says so.
+:class:`TGIFFuser` loads a trained checkpoint once (with the text encoder it was trained with) and
+holds the perceiver and captioner that draft captions. :meth:`TGIFFuser.encode_pair` runs the
+text-free stage (the sources' features, per tile above ``max_model_pixels``: overlapping tiles
+blended with linear ramps, so memory stays bounded) and :meth:`TGIFFuser.decode_pair` the
+text-guided stage under one caption pair. The spine of the pipeline is :class:`tgif.session.PairSession`,
+which keeps every stage's result for one pair; :meth:`TGIFFuser.fuse` is a one-shot session.
 """
 
 from __future__ import annotations

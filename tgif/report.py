@@ -27,19 +27,31 @@ def metric_deltas(first: Mapping[str, float], second: Mapping[str, float]) -> di
     return {name: float(second[name]) - float(value) for name, value in first.items() if name in second}
 
 
+#: A spreadsheet reads a cell starting with one of these as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` as a CSV cell no spreadsheet runs: one starting like a formula gets a leading apostrophe
+    (the OWASP advice for CSV injection), anything else is unchanged."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def csv_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per method of ``record["metrics"]``, with the run's settings and captions."""
+    """One row per method of ``record["metrics"]``, with the run's settings and captions (text cells made
+    :func:`spreadsheet_safe`)."""
     captions = record.get("captions", ["", ""])
     base = {
-        "run": record.get("run", ""),
-        "task": record.get("task", ""),
+        "run": spreadsheet_safe(str(record.get("run", ""))),
+        "task": spreadsheet_safe(str(record.get("task", ""))),
         "use_text": record.get("use_text", ""),
-        "caption_1": captions[0],
-        "caption_2": captions[1],
+        "caption_1": spreadsheet_safe(captions[0]),
+        "caption_2": spreadsheet_safe(captions[1]),
     }
     rows = []
     for method, values in record.get("metrics", {}).items():
-        rows.append({**base, "method": method, **{k: round(float(v), 6) for k, v in values.items()}})
+        rows.append({**base, "method": spreadsheet_safe(method),
+                     **{k: round(float(v), 6) for k, v in values.items()}})
     return rows
 
 
