@@ -1,7 +1,9 @@
 """Demo settings, read from the environment once (so a GPU Space is configured by its variables).
 
 ``TGIF_APP_DEVICE``        ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
-``TGIF_APP_CONCURRENCY``   how many model jobs (perception, fusion) run at once (default 1).
+``TGIF_APP_CONCURRENCY``   how many fusion jobs run at once (default 1); the rest queue.
+``TGIF_APP_DRAFT_CONCURRENCY`` how many uploads are analysed (maps + drafted caption) at once, in their own queue
+                           so that a slow GPT caption never delays a Fuse (default 4).
 ``TGIF_APP_MAX_PIXELS``    larger uploads are downscaled to this many pixels, with a notice (default 4 MP).
 ``TGIF_APP_OUTPUT_DIR``    where run files (PNG, JSON, CSV) are written (default: a folder in the system temp dir).
 ``TGIF_APP_HISTORY``       how many runs a session keeps for comparison (default 8).
@@ -41,6 +43,7 @@ class AppConfig:
 
     device: str = "auto"
     concurrency: int = 1
+    draft_concurrency: int = 4
     max_pixels: int = 4_000_000
     output_dir: Path = Path(tempfile.gettempdir()) / "tgif-app"
     history: int = 8
@@ -59,6 +62,7 @@ class AppConfig:
         return cls(
             device=device,
             concurrency=_int("TGIF_APP_CONCURRENCY", cls.concurrency),
+            draft_concurrency=_int("TGIF_APP_DRAFT_CONCURRENCY", cls.draft_concurrency),
             max_pixels=_int("TGIF_APP_MAX_PIXELS", cls.max_pixels, minimum=64 * 64),
             output_dir=Path(output) if output else cls.output_dir,
             history=_int("TGIF_APP_HISTORY", cls.history, minimum=2),

@@ -42,7 +42,10 @@ EXAMPLES: list[tuple[str, str, str]] = [
     ("mef", "mef/under.png", "mef/over.png"),
     ("mff", "mff/near.png", "mff/far.png"),
 ]
+#: The fusion queue (TGIF_APP_CONCURRENCY jobs at once) and the drafting queue (maps + captions of an upload,
+#: TGIF_APP_DRAFT_CONCURRENCY at once): a slow GPT caption never holds up someone else's Fuse.
 MODEL_QUEUE = "models"
+DRAFT_QUEUE = "drafting"
 SLIDER_CHOICES = ["source 1", "source 2"]
 
 
@@ -189,7 +192,7 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
                              [parts["detection"], parts["segmentation"], parts["classes"], parts["caption"],
                               parts["note"], drafts, parts["objects"]]))
             parts["image"].change(analyses[-1][0], analyses[-1][1], analyses[-1][2], api_name=f"analyze_{which}",
-                                  concurrency_id=MODEL_QUEUE, concurrency_limit=config.concurrency)
+                                  concurrency_id=DRAFT_QUEUE, concurrency_limit=config.draft_concurrency)
             parts["reset"].click(lambda known, w=which: known.get(str(w), ""), [drafts], [parts["caption"]],
                                  api_name=f"reset_caption_{which}")
 
@@ -208,8 +211,8 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
 
         task.change(on_task, [task], [sources[0]["image"], sources[1]["image"], method, notice],
                     api_name=False).then(
-            *analyses[0], api_name=False, concurrency_id=MODEL_QUEUE).then(
-            *analyses[1], api_name=False, concurrency_id=MODEL_QUEUE)
+            *analyses[0], api_name=False, concurrency_id=DRAFT_QUEUE).then(
+            *analyses[1], api_name=False, concurrency_id=DRAFT_QUEUE)
 
         @user_errors
         def fuse_pair(path_1, path_2, task_value, caption_1, caption_2, text_on, method_name, resize_on,

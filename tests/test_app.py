@@ -357,3 +357,66 @@ def test_hostile_captions_are_cleaned_refused_or_escaped(hub):
     text = compare_runs(nul.run, link.run).text
     assert "](javascript" not in text and "<b>" not in text and "\\[click\\]" in text
     assert len(link.run["png"].split("run08-")[1].split("/")[0]) == 16  # 64 random bits in the run id
+
+
+def test_a_hanging_caption_server_delays_neither_its_user_much_nor_anyone_elses_fuse(app_env, monkeypatch):
+    """A GPT server that accepts the request and never answers: the analysis falls back to the template draft
+    within the deadline, and another client's Fuse with its own captions, sent meanwhile, is not held up."""
+    import socket
+    import threading
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept_and_hang() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])  # read nothing, answer nothing
+            except OSError:
+                continue
+
+    threading.Thread(target=accept_and_hang, daemon=True).start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-hanging-0000000000")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{listener.getsockname()[1]}/v1")
+    monkeypatch.setenv("TGIF_GPT_TIMEOUT", "3")
+    config = AppConfig(output_dir=app_env / "out-hang", captioner="gpt", device="cpu")
+    demo = build_demo(config, ModelHub(config))
+    _, url, _ = demo.queue().launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    try:
+        other = Client(url, verbose=False)
+        args = (handle_file(str(IR)), handle_file(str(VI)), "ivf", "a person", "a street", True, "TGIF", False,
+                "source 2")
+        other.predict(*args, api_name="/fuse")  # warm-up: models loaded
+        start = time.perf_counter()
+        other.predict(*args, api_name="/fuse")
+        idle = time.perf_counter() - start  # the same Fuse on an idle server
+        results: dict[str, float | str] = {}
+
+        def analyse() -> None:
+            begin = time.perf_counter()
+            _, _, _, caption, note = Client(url, verbose=False).predict(
+                handle_file(str(IR)), "ivf", None, api_name="/analyze_1")
+            results["analyse_s"], results["note"], results["caption"] = time.perf_counter() - begin, note, caption
+
+        worker = threading.Thread(target=analyse)
+        worker.start()
+        time.sleep(0.5)  # the analysis is waiting on the hanging server now
+        start = time.perf_counter()
+        other.predict(*args, api_name="/fuse")
+        busy = time.perf_counter() - start
+        worker.join(timeout=30)
+        assert results["analyse_s"] <= 3 + 4  # the deadline, plus perception and the client's back-off
+        assert "GPT could not caption this image" in results["note"] and "no answer within 3 s" in results["note"]
+        assert "infrared" in results["caption"] and "sk-test" not in results["note"]
+        assert busy <= idle + 2.0, (busy, idle)
+    finally:
+        stop.set()
+        demo.close()
+        for conn in held:
+            conn.close()
+        listener.close()

@@ -41,7 +41,7 @@ from tgif.captions.redact import scrub
 from tgif.captions.scene import describe_regions
 from tgif.captions.template import MAX_WORDS
 from tgif.captions.wording import counted, plural, position_phrase
-from tgif.errors import UnknownNameError
+from tgif.errors import TgifError, UnknownNameError
 from tgif.io.pair import TASKS
 from tgif.perception.types import Detection, Detections, Region, Segmentation
 
@@ -575,7 +575,23 @@ def test_gpt_timeout_falls_back(fake_openai):
     start = time.perf_counter()
     caption = _gpt(fake_openai, timeout=0.5, max_retries=0).caption(inputs, "image")
     assert time.perf_counter() - start < 2.5
-    _assert_template_fallback(caption, inputs, "image", "timed out after 0.5 s")
+    _assert_template_fallback(caption, inputs, "image", "no answer within 0.5 s (1 attempt)")
+
+
+def test_gpt_deadline_covers_the_retry_too(fake_openai, monkeypatch):
+    """A server that never answers: the deadline (TGIF_GPT_TIMEOUT) holds for both attempts together."""
+    fake_openai.reply = Reply(delay=5.0)
+    monkeypatch.setenv("TGIF_GPT_TIMEOUT", "1.2")
+    inputs = _inputs()
+    start = time.perf_counter()
+    caption = _gpt(fake_openai, timeout=None, max_retries=1).caption(inputs, "image")
+    elapsed = time.perf_counter() - start
+    assert elapsed < 1.2 + 2.0  # two attempts of 0.6 s, plus the client's short back-off
+    assert len(fake_openai.requests) == 2
+    _assert_template_fallback(caption, inputs, "image", "no answer within 1.2 s (2 attempts)")
+    monkeypatch.setenv("TGIF_GPT_TIMEOUT", "soon")
+    with pytest.raises(TgifError, match="TGIF_GPT_TIMEOUT must be a number"):
+        GPTCaptioner()
 
 
 def test_gpt_unreachable_server_falls_back():

@@ -19,6 +19,7 @@ from tgif.captions.modes import mode_inputs, task_name
 from tgif.captions.prompt import PROMPT_VERSION, build_messages
 from tgif.captions.redact import scrub
 from tgif.captions.template import TemplateCaptioner
+from tgif.errors import TgifError
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,23 @@ MAX_ERROR_CHARS = 160
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
 
 
+#: Seconds a GPT caption may take, retries included, before the offline drafter writes it (``TGIF_GPT_TIMEOUT``).
+DEFAULT_DEADLINE = 10.0
+
+
+def _deadline_from_env() -> float:
+    raw = os.environ.get("TGIF_GPT_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_DEADLINE
+    try:
+        value = float(raw)
+    except ValueError:
+        raise TgifError(f"TGIF_GPT_TIMEOUT must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise TgifError(f"TGIF_GPT_TIMEOUT must be positive, got {value:g}")
+    return value
+
+
 class CaptionRequestError(Exception):
     """Why a GPT request gave no caption (message already free of the API key)."""
 
@@ -44,8 +62,11 @@ class GPTCaptioner:
         model: model name; default ``$TGIF_CAPTION_MODEL`` or ``"gpt-4o-mini"``.
         base_url: API base URL (e.g. ``http://127.0.0.1:8000/v1``); default ``$OPENAI_BASE_URL`` or OpenAI's.
         api_key: API key; default ``$OPENAI_API_KEY``. Without one, no request is made.
-        timeout: seconds per request.
-        max_retries: retries the client makes on connection errors, 429 and 5xx answers.
+        timeout: the deadline in seconds for the request and its retries together (default
+            ``$TGIF_GPT_TIMEOUT`` or :data:`DEFAULT_DEADLINE`): each attempt may take
+            ``timeout / (max_retries + 1)``, so a server that never answers costs about ``timeout``.
+        max_retries: retries the client makes on timeouts, connection errors, 429 and 5xx answers (at most one
+            is sensible inside a short deadline).
         fallback: captioner used on failure; default :class:`TemplateCaptioner`.
     """
 
@@ -54,15 +75,17 @@ class GPTCaptioner:
         model: str | None = None,
         base_url: str | None = None,
         api_key: str | None = None,
-        timeout: float = 30.0,
+        timeout: float | None = None,
         max_retries: int = 1,
         fallback: Captioner | None = None,
     ) -> None:
         self.model = model or os.environ.get("TGIF_CAPTION_MODEL") or DEFAULT_MODEL
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
-        self.timeout = float(timeout)
+        self.timeout = float(timeout) if timeout is not None else _deadline_from_env()
         self.max_retries = int(max_retries)
+        if self.timeout <= 0 or self.max_retries < 0:
+            raise ValueError(f"timeout must be positive and max_retries >= 0, got {self.timeout}, {self.max_retries}")
         self.fallback = fallback if fallback is not None else TemplateCaptioner()
         self.name = f"gpt:{self.model}"
         self.prompt_version = PROMPT_VERSION
@@ -112,7 +135,9 @@ class GPTCaptioner:
                 temperature=TEMPERATURE,
             )
         except openai.APITimeoutError:
-            raise CaptionRequestError(f"GPT request failed: timed out after {self.timeout:g} s") from None
+            tries = self.max_retries + 1
+            raise CaptionRequestError(f"GPT request failed: no answer within {self.timeout:g} s "
+                                      f"({tries} attempt{'s' if tries > 1 else ''})") from None
         except openai.APIConnectionError:
             raise CaptionRequestError(f"GPT request failed: cannot connect to {self._where()}") from None
         except openai.APIStatusError as exc:
@@ -132,7 +157,8 @@ class GPTCaptioner:
         """The ``openai.OpenAI`` client, created on first use."""
         if self._client is None:
             self._client = openai_module.OpenAI(
-                api_key=self._api_key, base_url=self.base_url, timeout=self.timeout, max_retries=self.max_retries
+                api_key=self._api_key, base_url=self.base_url, timeout=self.timeout / (self.max_retries + 1),
+                max_retries=self.max_retries
             )
         return self._client
 
