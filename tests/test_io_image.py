@@ -525,3 +525,23 @@ def test_source_image_properties(rgb8):
     image = SourceImage(_u8(rgb8), name="x")
     assert image.is_color
     assert image.size == (W, H)
+
+
+def test_an_oversized_png_is_shrunk_before_it_becomes_float(tmp_path):
+    """Downscaling a 12 MP RGB PNG to 1 MP never holds it as float32 at full size (144 MB): the decoded image
+    is reduced in 8 bits first (PIL's own buffers are not traced; numpy's are)."""
+    import tracemalloc
+
+    yy, xx = np.mgrid[0:3000, 0:4000]
+    rgb = np.stack([(xx // 16) % 256, (yy // 16) % 256, ((xx + yy) // 32) % 256], -1).astype(np.uint8)
+    path = tmp_path / "big.png"
+    Image.fromarray(rgb).save(path)
+    del rgb, yy, xx
+    tracemalloc.start()
+    image = load_image(path, max_pixels=1_000_000, on_large="downscale")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    width, height = image.size
+    assert width * height <= 1_000_000 and abs(width / height - 4 / 3) < 0.01 and image.original_size == (4000, 3000)
+    assert any("downscaled from 4000x3000" in note for note in image.notes)
+    assert peak < 60 * 2**20, f"peak {peak / 2**20:.0f} MiB"

@@ -235,6 +235,19 @@ def _downscale(
     return cv2.resize(pixels, (new_w, new_h), interpolation=cv2.INTER_AREA)
 
 
+#: Modes :meth:`PIL.Image.Image.reduce` shrinks in their stored depth (8 or 32 bits per channel).
+_REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "I", "F")
+
+
+def _reduced(im: Image.Image, size: tuple[int, int], limit: int) -> Image.Image:
+    """``im`` (rotated as its EXIF says) shrunk by the largest whole factor that keeps it at or above ``limit``
+    pixels, in its stored depth: an oversized image is never turned into float32 at full size (a 100 MP RGB PNG
+    would take 1.2 GB); the exact downscale to the limit follows on the smaller copy."""
+    factor = int((size[0] * size[1] / limit) ** 0.5)
+    ImageOps.exif_transpose(im, in_place=True)
+    return im.reduce(factor) if factor >= 2 else im
+
+
 def _decode_bytes(data: bytes, name: str, limit: int, on_large: OnLarge) -> SourceImage:
     notes: list[str] = []
     try:
@@ -260,9 +273,13 @@ def _decode_bytes(data: bytes, name: str, limit: int, on_large: OnLarge) -> Sour
                     decoded = decoded[..., order]
                 pixels = _array_to_float(decoded, name, notes)
             else:
-                if shrink and im.format == "JPEG":
+                if shrink and im.format == "JPEG":  # decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself
                     im.draft(im.mode, _fit_pixels(original_size, limit))
-                im = ImageOps.exif_transpose(im)
+                    im = ImageOps.exif_transpose(im)
+                elif shrink and im.mode in _REDUCIBLE_MODES:
+                    im = _reduced(im, original_size, limit)
+                else:
+                    im = ImageOps.exif_transpose(im)
                 pixels = _pil_to_float(im, name, notes)
         except ImageLoadError:
             raise
