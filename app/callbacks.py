@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -381,6 +382,25 @@ def _effect_scale(result: Any) -> float:
     return float(np.percentile(np.abs(result.luminance - result.reference_luminance), 99.9))
 
 
+def add_to_history(history: list[dict[str, Any]], run: dict[str, Any], limit: int,
+                   output_dir: Path) -> list[dict[str, Any]]:
+    """The session's history with ``run`` appended, cut to its ``limit`` newest runs; the files of the runs cut
+    are deleted (:func:`discard_run_files`), so the output folder holds only runs someone can still compare."""
+    history = [*history, run]
+    for old in history[:-limit]:
+        discard_run_files(old, output_dir)
+    return history[-limit:]
+
+
+def discard_run_files(run: dict[str, Any], output_dir: Path) -> None:
+    """Delete a run's folder (PNG, JSON, CSV, source views) once it leaves the session's history; only a folder
+    inside ``output_dir`` is ever deleted."""
+    folder = Path(run["png"]).parent.resolve()
+    root = Path(output_dir).resolve()
+    if folder.parent == root and folder.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _save_view(path: Path, pixels: np.ndarray) -> str:
     return str(save_image(path, pixels.astype(np.float32) / 255.0))
 
@@ -445,7 +465,9 @@ __all__ = [
     "FusionOutputs",
     "add_object_phrase",
     "analyze_source",
+    "add_to_history",
     "compare_runs",
+    "discard_run_files",
     "find_run",
     "metric_table",
     "parse_task",

@@ -18,8 +18,10 @@ from app.callbacks import (
     TASK_CHOICES,
     TGIF_METHOD,
     add_object_phrase,
+    add_to_history,
     analyze_source,
     compare_runs,
+    discard_run_files,
     find_run,
     parse_task,
     run_fusion,
@@ -47,6 +49,8 @@ EXAMPLES: list[tuple[str, str, str]] = [
 MODEL_QUEUE = "models"
 DRAFT_QUEUE = "drafting"
 SLIDER_CHOICES = ["source 1", "source 2"]
+#: ``gr.Blocks(delete_cache=...)``: (how often, how old) in seconds.
+GRADIO_CACHE_CLEANUP = (1800, 3600)
 
 
 class SourceUpload(gr.Image):
@@ -83,7 +87,9 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
     first_methods, first_method, first_notice = _methods(hub, "ivf")
     labels = source_labels("ivf")
 
-    with gr.Blocks(title="TGIF · Text-Guided Image Fusion", analytics_enabled=False) as demo:
+    # Gradio's own upload/output cache: every 30 min, files older than an hour go (and all of it at shutdown)
+    with gr.Blocks(title="TGIF · Text-Guided Image Fusion", analytics_enabled=False,
+                   delete_cache=GRADIO_CACHE_CLEANUP) as demo:
         gr.Markdown(
             "# TGIF · Text-Guided Image Fusion\n"
             "Upload two images of one scene (or pick an example below), check the maps and the drafted captions, "
@@ -91,7 +97,9 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
         )
         device = f"**Network device:** {hub.device_label}" + (f" · {hub.device_note}" if hub.device_note else "")
         gr.Markdown(device, elem_id="device")
-        runs = gr.State([])
+        # when gradio drops a closed session's state (an hour after the tab closed), its runs' files go too
+        runs = gr.State([], delete_callback=lambda history: [discard_run_files(run, config.output_dir)
+                                                             for run in history or []])
         drafts = gr.State({})
         with gr.Row():
             task = gr.Dropdown(TASK_CHOICES, value="ivf", label="Task", elem_id="task")
@@ -221,7 +229,7 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
             out = run_fusion(hub, path_1, path_2, task_value, caption_1, caption_2, text_on, method_name,
                              resize_on, number, progress=progress,
                              session_id=getattr(request, "session_hash", None) or "default")
-            history = [*history, out.run][-config.history:]
+            history = add_to_history(history, out.run, config.history, config.output_dir)
             choices = [run["label"] for run in history]
             # The run's PNG files already hold these pixels: hand gradio the paths, not arrays to encode again.
             fused_png, (view_1_png, view_2_png) = out.run["png"], out.run["sources"]

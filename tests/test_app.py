@@ -420,3 +420,18 @@ def test_a_hanging_caption_server_delays_neither_its_user_much_nor_anyone_elses_
         for conn in held:
             conn.close()
         listener.close()
+
+
+def test_run_files_live_as_long_as_the_session_history(app_env):
+    from app.callbacks import add_to_history, discard_run_files
+
+    out = app_env / "out-history"
+    hub = ModelHub(AppConfig(output_dir=out, captioner="template", device="cpu", history=2))
+    history: list = []
+    runs = []
+    for number in (1, 2, 3):
+        runs.append(_run(hub, method="laplacian", use_text=False, number=number).run)
+        history = add_to_history(history, runs[-1], 2, out)
+    assert history == runs[1:]
+    assert sorted(p.name for p in out.iterdir()) == sorted(Path(r["png"]).parent.name for r in runs[1:])
+    discard_run_files({"png": str(app_env / "elsewhere" / "x.png")}, out)  # outside the output folder: kept

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from tgif import settings
+from tgif.disk_cache import prune, touch
 from tgif.perception.types import Detection, Detections, Region, Segmentation
 
 
@@ -46,7 +47,8 @@ def _detections_from_json(data: dict) -> Detections:
 
 
 class PerceptionCache:
-    """Stores and retrieves (detections, segmentation, detection map, segmentation map) by key."""
+    """Stores and retrieves (detections, segmentation, detection map, segmentation map) by key; at most
+    ``TGIF_CACHE_MAX_MB`` on disk, least recently used entries evicted (:mod:`tgif.disk_cache`)."""
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
         self.root = Path(root) if root is not None else settings.cache_dir() / "perception"
@@ -66,6 +68,7 @@ class PerceptionCache:
             seg_map = np.asarray(Image.open(folder / "segmentation_map.png").convert("RGB"))
         except (OSError, ValueError, KeyError, json.JSONDecodeError):
             return None
+        touch(folder)
         seg_meta = meta["segmentation"]
         regions = [Region(mask, r["label"], r["kind"], r["score"]) for mask, r in zip(masks, seg_meta["regions"])]
         segmentation = Segmentation(regions, tuple(seg_meta["image_size"]), seg_meta["backend"], seg_meta["notes"])
@@ -102,3 +105,4 @@ class PerceptionCache:
             shutil.rmtree(tmp, ignore_errors=True)
             if not folder.exists():
                 raise
+        prune(self.root, depth=2)

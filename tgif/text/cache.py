@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from tgif import settings
+from tgif.disk_cache import prune, touch
 from tgif.text.base import TextEncoder, check_captions
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ def default_cache_root() -> Path:
 
 
 class TextFeatureCache:
-    """Token features of captions on disk, keyed by encoder name and caption text."""
+    """Token features of captions on disk, keyed by encoder name and caption text; at most ``TGIF_CACHE_MAX_MB``,
+    least recently used files evicted (:mod:`tgif.disk_cache`)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         """Use ``root`` as the cache folder (created on the first write)."""
@@ -55,6 +57,7 @@ class TextFeatureCache:
         if features.ndim != 2 or features.shape[1] != dim or features.dtype != np.float32:
             logger.warning("ignoring text-feature cache file %s with shape %s %s", path, features.shape, features.dtype)
             return None
+        touch(path)
         return features
 
     def put(self, encoder_name: str, caption: str, features: np.ndarray) -> None:
@@ -69,6 +72,7 @@ class TextFeatureCache:
         except BaseException:
             Path(handle.name).unlink(missing_ok=True)
             raise
+        prune(self.root, depth=3)
 
 
 class CachedTextEncoder(TextEncoder):
