@@ -17,6 +17,6 @@ demo = build_demo(config)
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    demo.queue(default_concurrency_limit=config.concurrency).launch(
+    demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size).launch(
         allowed_paths=[str(config.output_dir)], show_error=True
     )

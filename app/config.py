@@ -7,6 +7,8 @@
 ``TGIF_APP_MAX_PIXELS``    larger uploads are downscaled to this many pixels, with a notice (default 4 MP).
 ``TGIF_APP_OUTPUT_DIR``    where run files (PNG, JSON, CSV) are written (default: a folder in the system temp dir).
 ``TGIF_APP_HISTORY``       how many runs a session keeps for comparison (default 8).
+``TGIF_APP_QUEUE_SIZE``    most requests waiting in the queue; one more is refused at once with "the queue is full,
+                           try again shortly" instead of waiting without end (default 16).
 ``TGIF_APP_PAIRS``         how many loaded pairs (with their maps, captions and encoded sources) stay in memory
                            across all browser sessions, least recently used dropped first (default 4).
 ``TGIF_APP_PRELOAD``       ``1`` loads the models at start-up instead of on first use.
@@ -48,6 +50,7 @@ class AppConfig:
     output_dir: Path = Path(tempfile.gettempdir()) / "tgif-app"
     history: int = 8
     pairs: int = 4
+    queue_size: int = 16
     preload: bool = False
     captioner: str = "auto"
     segmenter: str = "classic"
@@ -67,6 +70,7 @@ class AppConfig:
             output_dir=Path(output) if output else cls.output_dir,
             history=_int("TGIF_APP_HISTORY", cls.history, minimum=2),
             pairs=_int("TGIF_APP_PAIRS", cls.pairs),
+            queue_size=_int("TGIF_APP_QUEUE_SIZE", cls.queue_size),
             preload=os.environ.get("TGIF_APP_PRELOAD", "").strip() in ("1", "true", "yes"),
             captioner=os.environ.get("TGIF_APP_CAPTIONER", "auto").strip() or "auto",
             segmenter=os.environ.get("TGIF_APP_SEGMENTER", "classic").strip() or "classic",

@@ -75,8 +75,12 @@ def test_config_reads_and_checks_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("TGIF_APP_CONCURRENCY", "3")
     monkeypatch.setenv("TGIF_APP_OUTPUT_DIR", str(tmp_path))
     monkeypatch.setenv("TGIF_APP_PRELOAD", "1")
+    monkeypatch.setenv("TGIF_APP_QUEUE_SIZE", "5")
+    monkeypatch.setenv("TGIF_APP_PAIRS", "2")
+    monkeypatch.setenv("TGIF_APP_DRAFT_CONCURRENCY", "3")
     config = AppConfig.from_env()
     assert (config.concurrency, config.output_dir, config.preload) == (3, tmp_path, True)
+    assert (config.queue_size, config.pairs, config.draft_concurrency) == (5, 2, 3)
     monkeypatch.setenv("TGIF_APP_CONCURRENCY", "many")
     with pytest.raises(TgifError, match="TGIF_APP_CONCURRENCY must be a whole number"):
         AppConfig.from_env()
