@@ -439,3 +439,21 @@ def test_run_files_live_as_long_as_the_session_history(app_env):
     assert history == runs[1:]
     assert sorted(p.name for p in out.iterdir()) == sorted(Path(r["png"]).parent.name for r in runs[1:])
     discard_run_files({"png": str(app_env / "elsewhere" / "x.png")}, out)  # outside the output folder: kept
+
+
+def test_loaded_pairs_are_bounded_and_one_per_browser_session(app_env):
+    hub = ModelHub(AppConfig(output_dir=app_env / "out-pairs", captioner="template", device="cpu", pairs=2))
+    pair = load_pair(str(IR), str(VI), task="ivf")
+    loads = {"n": 0}
+
+    def load():
+        loads["n"] += 1
+        return pair, []
+
+    first, fresh = hub.loaded_pair(("s1", "a", "b", "ivf", False), load)
+    again, fresh_again = hub.loaded_pair(("s1", "a", "b", "ivf", False), load)
+    assert fresh and not fresh_again and again is first and loads["n"] == 1  # decoded once
+    hub.loaded_pair(("s1", "c", "d", "ivf", False), load)  # a new pair replaces that session's previous one
+    hub.loaded_pair(("s2", "a", "b", "ivf", False), load)
+    hub.loaded_pair(("s3", "a", "b", "ivf", False), load)  # a third session: the least recently used goes
+    assert [key[0] for key in hub._pairs] == ["s2", "s3"] and loads["n"] == 4
