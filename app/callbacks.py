@@ -35,7 +35,7 @@ from tgif.captions.user_text import clean_caption, markdown_literal
 from tgif.errors import PairSizeError, TgifError
 from tgif.io.image import SourceImage, as_rgb_uint8, describe_size, fit_within, load_image, save_image, to_uint8
 from tgif.io.pair import ImagePair, load_pair
-from tgif.metrics import PAPER_METRICS, compute_metrics, gray_levels_of
+from tgif.metrics import METRICS, PAPER_METRICS, best_value, compute_metrics, gray_levels_of
 from tgif.perception import Perception
 from tgif.report import metric_deltas, write_run
 from tgif.session import PERCEPTION_MAX_SIDE, PairSession
@@ -218,6 +218,22 @@ def metric_table(scores: dict[str, dict[str, float]]) -> pd.DataFrame:
     """Rows = methods, columns = metrics (rounded for display)."""
     rows = [{"Method": method, **{k: round(v, 3) for k, v in values.items()}} for method, values in scores.items()]
     return pd.DataFrame(rows)
+
+
+#: How the best value of each metric column is marked in the metric table.
+BEST_CELL_STYLE = "font-weight: bold; background-color: #fde2c8"
+
+
+def mark_best(table: pd.DataFrame) -> Any:
+    """``table`` styled for display: the best value of each metric column (in the metric's direction) in bold on
+    an orange tint; the values themselves are unchanged (what the API returns)."""
+    def column(values: pd.Series) -> list[str]:
+        if values.name not in METRICS:
+            return [""] * len(values)
+        best = best_value(str(values.name), values.astype(float))
+        return [BEST_CELL_STYLE if value == best else "" for value in values]
+
+    return table.style.apply(column, axis=0).format(precision=3)
 
 
 def _prepare_captions(session: PairSession, captions: list[str]) -> list[str]:
@@ -469,6 +485,7 @@ __all__ = [
     "compare_runs",
     "discard_run_files",
     "find_run",
+    "mark_best",
     "metric_table",
     "parse_task",
     "run_fusion",

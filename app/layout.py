@@ -23,6 +23,7 @@ from app.callbacks import (
     compare_runs,
     discard_run_files,
     find_run,
+    mark_best,
     parse_task,
     run_fusion,
     source_labels,
@@ -92,8 +93,9 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
                    delete_cache=GRADIO_CACHE_CLEANUP) as demo:
         gr.Markdown(
             "# TGIF · Text-Guided Image Fusion\n"
-            "Upload two images of one scene (or pick an example below), check the maps and the drafted captions, "
-            "edit them, and press **Fuse**. Fuse again with another caption to see how text steers the result."
+            "Upload two images of one scene (or pick an example right under the uploads), check the maps and the "
+            "drafted captions, edit them (click a detected object to ask for it to stand out), and press **Fuse**. "
+            "Fuse again with another caption to see how text steers the result."
         )
         device = f"**Network device:** {hub.device_label}" + (f" · {hub.device_note}" if hub.device_note else "")
         gr.Markdown(device, elem_id="device")
@@ -112,12 +114,15 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
                 with gr.Column():
                     parts = {
                         "image": SourceUpload(label=f"Source {which} · {labels[which - 1]}", type="filepath",
-                                              sources=["upload", "clipboard"], height=280,
+                                              sources=["upload", "clipboard"], height=240,
                                               elem_id=f"source_{which}"),
-                        "detection": gr.AnnotatedImage(label=f"Detections {which}", height=240,
-                                                       elem_id=f"detections_{which}"),
-                        "segmentation": gr.AnnotatedImage(label=f"Segmentation {which}", height=240,
-                                                          elem_id=f"segmentation_{which}"),
+                    }
+                    with gr.Row():  # the two maps side by side: the captions and Fuse stay near the top
+                        parts["detection"] = gr.AnnotatedImage(label=f"Detections {which}", height=200,
+                                                               elem_id=f"detections_{which}")
+                        parts["segmentation"] = gr.AnnotatedImage(label=f"Segmentation {which}", height=200,
+                                                                  elem_id=f"segmentation_{which}")
+                    parts |= {
                         "classes": gr.Markdown(elem_id=f"classes_{which}"),
                         "caption": gr.Textbox(label=f"Caption {which}", lines=3, max_length=MAX_CAPTION_CHARS,
                                               info="Edit freely; leave empty to have one drafted at Fuse.",
@@ -128,6 +133,12 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
                         "objects": gr.State([]),
                     }
                     sources.append(parts)
+
+        gr.Examples(
+            examples=[[t, str(ASSETS / a), str(ASSETS / b)] for t, a, b in EXAMPLES],
+            inputs=[task, sources[0]["image"], sources[1]["image"]],
+            label="Examples (bundled, CC0 / public domain; see assets/README.md)",
+        )
 
         with gr.Row(equal_height=True):
             use_text = gr.Checkbox(True, label="Text guidance", elem_id="use_text",
@@ -153,7 +164,8 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
                                          "blue: darker; scale in grey levels)", format="png", interactive=False,
                                    elem_id="text_effect")
         with gr.Row():
-            table = gr.Dataframe(label="Metrics on this pair (higher is better)", interactive=False,
+            table = gr.Dataframe(label="Metrics on this pair (higher is better; the best of each in bold)",
+                                 interactive=False,
                                  elem_id="metrics")
             plot = gr.Plot(label="Metrics chart", elem_id="metrics_plot")
         files = gr.File(label="Downloads: fused PNG, run record (JSON, CSV)", file_count="multiple",
@@ -171,11 +183,6 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
                                         interactive=False, elem_id="compare_diff")
             compare_table = gr.Dataframe(label="Metric deltas", interactive=False, elem_id="compare_table")
 
-        gr.Examples(
-            examples=[[t, str(ASSETS / a), str(ASSETS / b)] for t, a, b in EXAMPLES],
-            inputs=[task, sources[0]["image"], sources[1]["image"]],
-            label="Examples (bundled, CC0 / public domain; see assets/README.md)",
-        )
 
         # ----------------------------------------------------------------------------- events
         def make_analyze(which: int):
@@ -236,7 +243,7 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
             before = view_1_png if slider_source == SLIDER_CHOICES[0] else view_2_png
             previous = choices[-2] if len(choices) > 1 else None
             return (fused_png, view_1_png, view_2_png, (before, fused_png), out.error_1, out.error_2,
-                    out.text_effect, out.table, out.figure, out.summary, out.files, history,
+                    out.text_effect, mark_best(out.table), out.figure, out.summary, out.files, history,
                     gr.update(choices=choices, value=previous), gr.update(choices=choices, value=choices[-1]))
 
         @user_errors
@@ -252,14 +259,19 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
             return (before, run["png"])
 
         compare_outputs = [compare_a, compare_b, compare_diff, compare_table, compare_text]
-        fuse.click(
+        # the button says it is busy while the job runs (and comes back however the job ends)
+        job = fuse.click(lambda: gr.update(interactive=False, value="Fusing…"), None, fuse, queue=False,
+                         api_name=False).then(
             fuse_pair,
             [sources[0]["image"], sources[1]["image"], task, sources[0]["caption"], sources[1]["caption"], use_text,
              method, resize, slider_with, runs],
             [fused, view_1, view_2, slider, error_1, error_2, text_effect, table, plot, summary, files, runs, run_a,
              run_b],
             api_name="fuse", concurrency_id=MODEL_QUEUE, concurrency_limit=config.concurrency,
-        ).success(compare, [run_a, run_b, runs], compare_outputs, api_name=False)
+            scroll_to_output=True,
+        )
+        job.then(lambda: gr.update(interactive=True, value="Fuse"), None, fuse, queue=False, api_name=False)
+        job.success(compare, [run_a, run_b, runs], compare_outputs, api_name=False)
         run_a.input(compare, [run_a, run_b, runs], compare_outputs, api_name="compare")
         run_b.input(compare, [run_a, run_b, runs], compare_outputs, api_name=False)
         slider_with.input(restack_slider, [slider_with, runs], [slider], api_name=False)

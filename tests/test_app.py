@@ -457,3 +457,13 @@ def test_loaded_pairs_are_bounded_and_one_per_browser_session(app_env):
     hub.loaded_pair(("s2", "a", "b", "ivf", False), load)
     hub.loaded_pair(("s3", "a", "b", "ivf", False), load)  # a third session: the least recently used goes
     assert [key[0] for key in hub._pairs] == ["s2", "s3"] and loads["n"] == 4
+
+
+def test_the_metric_table_marks_the_best_value_of_each_metric():
+    from app.callbacks import BEST_CELL_STYLE, mark_best, metric_table
+
+    table = metric_table({"TGIF": {"EN": 6.6, "VIF": 1.0}, "max": {"EN": 6.5, "VIF": 1.1}})
+    styles = mark_best(table)._compute().ctx  # (row, column) -> [(property, value)]
+    bold = sorted(key for key, props in styles.items() if ("font-weight", "bold") in props)
+    assert bold == [(0, 1), (1, 2)] and "font-weight: bold" in BEST_CELL_STYLE  # EN: TGIF; VIF: max
+    assert table.loc[0, "EN"] == 6.6  # the values are unchanged

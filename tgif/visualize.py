@@ -105,13 +105,16 @@ def difference_map(first: np.ndarray, second: np.ndarray, vmax: float | None = N
 
 def metrics_figure(table: Mapping[str, Mapping[str, float]], highlight: str | None = None,
                    metrics: Sequence[str] | None = None, title: str | None = None) -> Figure:
-    """One small bar chart per metric (their scales differ), one bar per method.
+    """One small bar chart per metric (their scales differ), one bar per method; bars start at zero and the
+    best method of each metric (in its direction) is outlined and starred.
 
     Args:
         table: ``{method: {metric: value}}`` in display order.
         highlight: method drawn in a strong colour (others grey-blue).
         metrics: which metrics to plot (default: those of the first row, in order).
     """
+    from tgif.metrics import METRICS, best_value
+
     if not table:
         raise ValueError("no rows to plot")
     methods = list(table)
@@ -125,24 +128,29 @@ def metrics_figure(table: Mapping[str, Mapping[str, float]], highlight: str | No
         ax = axes[index // columns][index % columns]
         values = [float(table[m].get(name, np.nan)) for m in methods]
         bars = ax.bar(range(len(methods)), values, color=colours)
-        ax.set_title(f"{name} (higher is better)", fontsize=9)
+        direction = "higher" if name not in METRICS or METRICS[name].higher_is_better else "lower"
+        ax.set_title(f"{name} ({direction} is better)", fontsize=9)
         ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right", fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
         finite = [v for v in values if np.isfinite(v)]
         if finite:
-            low, high = min(finite), max(finite)
-            pad = (high - low) * 0.25 or abs(high) * 0.05 or 1.0
-            ax.set_ylim(max(0.0, low - pad) if low >= 0 else low - pad, high + pad)
+            low, high = min(0.0, min(finite)), max(0.0, max(finite))
+            ax.set_ylim(low * 1.18, high * 1.18 or 1.0)  # from zero, room for the value labels
+        best = best_value(name, values) if name in METRICS else np.nan
         for bar, value in zip(bars, values):
             if np.isfinite(value):
-                ax.annotate(f"{value:.2f}", (bar.get_x() + bar.get_width() / 2, value), ha="center",
-                            va="bottom", fontsize=7)
+                is_best = value == best
+                if is_best:
+                    bar.set_edgecolor("black")
+                    bar.set_linewidth(1.2)
+                ax.annotate(f"{value:.2f}{' ★' if is_best else ''}", (bar.get_x() + bar.get_width() / 2, value),
+                            ha="center", va="bottom", fontsize=7, fontweight="bold" if is_best else "normal")
     for index in range(len(names), rows * columns):
         axes[index // columns][index % columns].axis("off")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title + " · ★ best per metric", fontsize=10)
     # Fixed margins in inches (tight_layout measured every label and took ~0.3 s per chart).
     height = 2.4 * rows
-    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.62 / height, top=1 - (0.5 if title else 0.3) / height,
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.62 / height, top=1 - (0.75 if title else 0.3) / height,
                         hspace=0.9, wspace=0.28)
     return fig
