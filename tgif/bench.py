@@ -188,6 +188,24 @@ def bench_fuse(weights: str | None = None, repeat: int = 3,
     return _per_size_in_child_processes("fuse", weights, repeat, sizes)
 
 
+def bench_fuse_compare(weights: list[str | None], repeat: int = 3, rounds: int = 3,
+                       sizes: tuple[tuple[int, int], ...] = FUSE_SIZES) -> list[dict[str, dict[str, dict[str, float]]]]:
+    """:func:`bench_fuse` for several checkpoints, interleaved: ``rounds`` times, each checkpoint in turn, and per
+    checkpoint, device and size the median of its rounds, so that a drift of the machine's speed during the run
+    weighs on every checkpoint alike rather than on the last one."""
+    runs: list[list[dict[str, dict[str, dict[str, float]]]]] = [[] for _ in weights]
+    for _ in range(rounds):
+        for index, path in enumerate(weights):
+            runs[index].append(bench_fuse(path, repeat, sizes))
+    merged = []
+    for per_round in runs:
+        merged.append({device: {size: {key: statistics.median(r[device][size][key] for r in per_round)
+                                       for key in per_round[0][device][size]}
+                                for size in per_round[0][device]}
+                       for device in per_round[0]})
+    return merged
+
+
 def _per_size_in_child_processes(what: str, weights: str | None, repeat: int,
                                  sizes: tuple[tuple[int, int], ...],
                                  devices: tuple[str, ...] | None = None) -> dict[str, dict[str, dict[str, float]]]:

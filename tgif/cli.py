@@ -544,15 +544,20 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from tgif.bench import bench_fuse, bench_metrics, bench_perception
+    from tgif.bench import bench_fuse, bench_fuse_compare, bench_metrics, bench_perception
 
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError as exc:
         raise TgifError(f"--size must look like 640x480, got {args.size!r}") from exc
     if args.target == "fuse":
-        print(f"TGIF network latency (median of {args.repeat} after a warm-up) and peak memory, 150 text tokens:")
-        runs = [(w, bench_fuse(w, repeat=args.repeat)) for w in (_split(args.weights) if args.weights else [None])]
+        print(f"TGIF network latency (median of {args.repeat} after a warm-up; several checkpoints: median of 3 "
+              "interleaved rounds) and peak memory, 150 text tokens:")
+        paths = _split(args.weights) if args.weights else [None]
+        if len(paths) > 1:  # interleaved rounds, so that the ratios are fair
+            runs = list(zip(paths, bench_fuse_compare(paths, repeat=args.repeat)))
+        else:
+            runs = [(paths[0], bench_fuse(paths[0], repeat=args.repeat))]
         first = runs[0][1]
         for weights, timings in runs:
             print(f" {Path(weights).name if weights else 'random weights'}:")
