@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from tgif.errors import TgifError
+from tgif import settings
 
 logger = logging.getLogger(__name__)
 
@@ -28,16 +28,7 @@ def cache_limit_bytes() -> int:
     Raises:
         TgifError: the variable is not a positive number.
     """
-    raw = os.environ.get("TGIF_CACHE_MAX_MB", "").strip()
-    if not raw:
-        return DEFAULT_CACHE_MAX_MB * 2**20
-    try:
-        value = float(raw)
-    except ValueError:
-        raise TgifError(f"TGIF_CACHE_MAX_MB must be a number of megabytes, got {raw!r}") from None
-    if value <= 0:
-        raise TgifError(f"TGIF_CACHE_MAX_MB must be positive, got {value:g}")
-    return int(value * 2**20)
+    return int(settings.positive_number("TGIF_CACHE_MAX_MB", DEFAULT_CACHE_MAX_MB, "megabytes") * 2**20)
 
 
 def touch(path: Path) -> None:

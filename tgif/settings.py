@@ -43,6 +43,24 @@ def shared_dir() -> Path | None:
     return None
 
 
+def positive_number(name: str, default: float, unit: str) -> float:
+    """The positive number in environment variable ``name`` (``default`` when unset or empty).
+
+    Raises:
+        TgifError: the value is not a number, or not positive (the message names the variable and ``unit``).
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise TgifError(f"{name} must be a number of {unit}, got {raw!r}") from None
+    if not value > 0:
+        raise TgifError(f"{name} must be positive, got {value:g}")
+    return value
+
+
 def cache_dir() -> Path:
     """Return the cache root: ``TGIF_CACHE_DIR``, else ``~/.cache/tgif`` (each cache is a folder below it)."""
     return Path(os.environ.get("TGIF_CACHE_DIR") or "~/.cache/tgif").expanduser()

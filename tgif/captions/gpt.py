@@ -14,12 +14,12 @@ import re
 from types import ModuleType
 from typing import Any
 
+from tgif import settings
 from tgif.captions.base import Caption, Captioner, CaptionInput
 from tgif.captions.modes import mode_inputs, task_name
 from tgif.captions.prompt import PROMPT_VERSION, build_messages
 from tgif.captions.redact import scrub
 from tgif.captions.template import TemplateCaptioner
-from tgif.errors import TgifError
 
 logger = logging.getLogger(__name__)
 
@@ -39,16 +39,7 @@ DEFAULT_DEADLINE = 10.0
 
 
 def _deadline_from_env() -> float:
-    raw = os.environ.get("TGIF_GPT_TIMEOUT", "").strip()
-    if not raw:
-        return DEFAULT_DEADLINE
-    try:
-        value = float(raw)
-    except ValueError:
-        raise TgifError(f"TGIF_GPT_TIMEOUT must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise TgifError(f"TGIF_GPT_TIMEOUT must be positive, got {value:g}")
-    return value
+    return settings.positive_number("TGIF_GPT_TIMEOUT", DEFAULT_DEADLINE, "seconds")
 
 
 class CaptionRequestError(Exception):
