@@ -67,20 +67,28 @@ def source_labels(task_value: str) -> tuple[str, str]:
 
 
 def user_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors into a ``gr.Error`` with their message; anything else into a short, key-free one."""
+    """Turn library errors into a ``gr.Error`` with their message; anything else into a short, key-free one.
+
+    A user's error (a ``gr.Error`` or a library error) is logged as one line and gradio is told not to print its
+    traceback; only an unexpected error writes a traceback to the server log.
+    """
 
     @functools.wraps(handler)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         try:
             return handler(*args, **kwargs)
-        except gr.Error:
+        except gr.Error as exc:
+            logger.info("%s: user error: %s", handler.__name__, exc)
+            exc.print_exception = False
             raise
         except TgifError as exc:
-            raise gr.Error(_clean(str(exc))) from None
+            message = _clean(str(exc))
+            logger.info("%s: user error: %s", handler.__name__, message)
+            raise gr.Error(message, print_exception=False) from None
         except Exception as exc:  # noqa: BLE001 - the page must get a message, never a stack trace
             logger.exception("%s failed", handler.__name__)
             raise gr.Error(f"Unexpected error in {handler.__name__}: {_clean(f'{type(exc).__name__}: {exc}')}"
-                           " (details in the server log)") from None
+                           " (details in the server log)", print_exception=False) from None
 
     return wrapped
 

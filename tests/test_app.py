@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import socket
 import warnings
@@ -335,13 +336,18 @@ def test_api_analyze_and_fuse_and_compare(server):
     assert "text guidance off" in text
 
 
-def test_api_reports_user_errors(server, tmp_path):
+def test_api_reports_user_errors(server, tmp_path, capfd, caplog):
     client = Client(server, verbose=False)
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"junk")
-    with pytest.raises(Exception, match="broken.png"):
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO, logger="app.callbacks"), pytest.raises(Exception, match="broken.png"):
         client.predict(handle_file(str(IR)), handle_file(str(bad)), "ivf", "", "", True, "laplacian", False,
                        "source 2", api_name="/fuse")
+    # the server log gets one line for a user's error, not a traceback
+    assert "Traceback" not in capfd.readouterr().err
+    assert [r.getMessage() for r in caplog.records if "user error" in r.getMessage()] == [
+        "fuse_pair: user error: broken.png: not a readable image file (unknown or corrupt format)"]
 
 
 def test_huge_images_are_downscaled_with_a_notice(app_env):
