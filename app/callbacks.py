@@ -170,7 +170,7 @@ def analyze_source(hub: ModelHub, path: str | None, task_value: str, other_path:
     """Detect, segment and draft a caption for one uploaded source; None when no image is given."""
     if not path:
         return None
-    task, folders = parse_task(task_value)
+    task, _ = parse_task(task_value)
     source = _load_source(path, which, task_value, hub.config)
     if other_path:
         try:

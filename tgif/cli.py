@@ -233,7 +233,6 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     if args.method == "tgif":
         from tgif.perception import Perceiver, YoloDetector
         from tgif.pipeline import TGIFFuser, default_weights
-        from tgif.session import PairSession
 
         if (args.caption1 is None) != (args.caption2 is None):
             raise TgifError("give both --caption1 and --caption2, or neither (to draft them from the maps)")
@@ -251,7 +250,7 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
         perceiver = Perceiver(detector=YoloDetector(args.detector) if args.detector else None, detector_optional=True)
         fuser = TGIFFuser(args.weights or default_weights(spec.task), captioner=args.captioner, perceiver=perceiver)
         captions = (args.caption1, args.caption2) if args.caption1 is not None else None
-        result = PairSession(fuser, pair, spec).fuse(captions, use_text=not args.no_text)
+        result = fuser.session(pair, spec).fuse(captions, use_text=not args.no_text)
         fused = result.image
         for label, caption, source in zip(("caption 1", "caption 2"), result.captions, result.caption_sources):
             print(f"{label} ({source or 'off'}): {caption}")

@@ -131,6 +131,8 @@ def restrict_caption(text: str, mode: str) -> str:
     allowed = mode_inputs(mode)
     if not allowed.image:
         return ""
+    if allowed.detection and allowed.segmentation:
+        return text
     kept = []
     for sentence in _SENTENCE_END.split(text.strip()):
         is_detection = sentence.startswith(("It shows ", "No objects are detected"))

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from tgif import settings
-from tgif.disk_cache import prune, touch
+from tgif.disk_cache import CacheBudget, touch
 from tgif.perception.types import Detection, Detections, Region, Segmentation
 
 
@@ -52,6 +52,7 @@ class PerceptionCache:
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
         self.root = Path(root) if root is not None else settings.cache_dir() / "perception"
+        self._budget = CacheBudget(self.root, depth=2)
 
     def _folder(self, key: str) -> Path:
         return self.root / key[:2] / key
@@ -100,9 +101,11 @@ class PerceptionCache:
             (tmp / "meta.json").write_text(json.dumps(meta))
             Image.fromarray(detection_map).save(tmp / "detection_map.png")
             Image.fromarray(segmentation_map).save(tmp / "segmentation_map.png")
+            nbytes = sum(f.stat().st_size for f in tmp.iterdir())
             os.replace(tmp, folder)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
             if not folder.exists():
                 raise
-        prune(self.root, depth=2)
+            return
+        self._budget.added(nbytes)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from tgif import settings
-from tgif.disk_cache import prune, touch
+from tgif.disk_cache import CacheBudget, touch
 from tgif.text.base import TextEncoder, check_captions
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class TextFeatureCache:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         """Use ``root`` as the cache folder (created on the first write)."""
         self.root = Path(root).expanduser()
+        self._budget = CacheBudget(self.root, depth=3)
 
     def path(self, encoder_name: str, caption: str) -> Path:
         """Return the file that holds ``caption``'s features for ``encoder_name``."""
@@ -72,7 +73,7 @@ class TextFeatureCache:
         except BaseException:
             Path(handle.name).unlink(missing_ok=True)
             raise
-        prune(self.root, depth=3)
+        self._budget.added(path.stat().st_size)
 
 
 class CachedTextEncoder(TextEncoder):

@@ -145,6 +145,13 @@ def append_csv(path: Path, row: dict[str, Any]) -> None:
         writer.writerow(row)
 
 
+def log_row(step: int, terms: dict[str, torch.Tensor], names: tuple[str, ...], lr: float,
+            seconds: float) -> dict[str, str]:
+    """One ``log.csv`` row of a training step: the step, each loss term of ``names``, the learning rate, seconds."""
+    return {"step": str(step), **{k: f"{terms[k].item():.6f}" for k in names}, "lr": f"{lr:.3g}",
+            "seconds": f"{seconds:.1f}"}
+
+
 def truncate_csv(path: Path, last_step: int) -> None:
     """Drop rows after ``last_step`` (written by an interrupted run after its last checkpoint)."""
     if not path.exists():
@@ -292,9 +299,8 @@ def train(settings: TrainSettings, resume: bool = False, progress: bool = True) 
         step += 1
         bar.update(1)
         if rank == 0:
-            row = {"step": step, **{k: f"{losses[k].item():.6f}" for k in LOSS_TERMS},
-                   "lr": f"{scheduler.get_last_lr()[0]:.3g}", "seconds": f"{time.perf_counter() - start:.1f}"}
-            append_csv(out / "log.csv", row)
+            append_csv(out / "log.csv", log_row(step, losses, LOSS_TERMS, scheduler.get_last_lr()[0],
+                                                time.perf_counter() - start))
             bar.set_postfix(loss=f"{losses['total'].item():.4f}")
             if step % settings.val_every == 0 or step == settings.steps:
                 append_csv(out / "val.csv", {"step": step, **validate(core, val_set, device, settings.use_text)})

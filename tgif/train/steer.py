@@ -59,7 +59,7 @@ from tgif.model import TGIFNet, load_tgif, save_tgif
 from tgif.model.tgif_net import TGIFConfig
 from tgif.steering import grown_box
 from tgif.text import CAPTION_TOKENS
-from tgif.train.loop import append_csv, load_state, save_state, truncate_csv
+from tgif.train.loop import append_csv, load_state, log_row, save_state, truncate_csv
 from tgif.train.losses import sobel_magnitude
 
 logger = logging.getLogger(__name__)
@@ -652,9 +652,8 @@ def train_steering(settings: SteerSettings, resume: bool = False, progress: bool
         scheduler.step()
         step += 1
         bar.update(1)
-        append_csv(out / "log.csv", {"step": step, **{k: f"{terms[k].item():.6f}" for k in STEER_TERMS},
-                                      "lr": f"{scheduler.get_last_lr()[0]:.3g}",
-                                      "seconds": f"{time.perf_counter() - start:.1f}"})
+        append_csv(out / "log.csv", log_row(step, terms, STEER_TERMS, scheduler.get_last_lr()[0],
+                                            time.perf_counter() - start))
         bar.set_postfix(loss=f"{terms['total'].item():.4f}", d_in=f"{terms['delta_in'].item():.1f}",
                         d_out=f"{terms['delta_out'].item():.2f}")
         if step % settings.checkpoint_every == 0 or step == settings.steps:
