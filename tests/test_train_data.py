@@ -32,7 +32,6 @@ from tgif.train import (
     list_task_pairs,
     load_pack,
     make_multifocus_pair,
-    make_sampler,
     pair_seed,
     random_crop_flip,
 )
@@ -315,15 +314,6 @@ def test_collate_pads_text(ivf_pack: Path) -> None:
     with pytest.raises(ValueError, match="batch_size=1"):
         val = PackDataset(ivf_pack, split="val")
         collate_fusion([val[0], dataset[0]])
-
-
-def test_sampler_follows_weights(ivf_pack: Path) -> None:
-    dataset = PackDataset(ivf_pack)
-    draws = list(make_sampler(dataset, 20000, seed=5))
-    assert draws == list(make_sampler(dataset, 20000, seed=5))
-    small = np.isin(draws, [i for i, key in enumerate(dataset.ids) if key.startswith("msrs_train_128/")]).mean()
-    expected = float(dataset.weights[-4:].sum() / dataset.weights.sum())  # 9 / 14 here
-    assert small == pytest.approx(expected, abs=0.015)
 
 
 def test_workers_draw_different_crops(ivf_pack: Path) -> None:

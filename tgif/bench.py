@@ -344,6 +344,42 @@ def bench_session(weights: str | None = None, repeat: int = 5,
     return results
 
 
+def _step_seconds(log: Path, warmup: int) -> list[float]:
+    """Per-step seconds of a run's ``log.csv`` (differences of its cumulative ``seconds``), after ``warmup``."""
+    import csv
+
+    with log.open() as handle:
+        elapsed = [float(row["seconds"]) for row in csv.DictReader(handle)]
+    return list(np.diff(elapsed)[warmup:])
+
+
+def bench_train(pack: str | Path, task: str, procs: tuple[int, ...] = (1, 2), steps: int = 40, warmup: int = 5,
+                rounds: int = 2, batch_size: int = 2, crop: int = 128) -> dict[int, dict[str, float]]:
+    """Training steps per second of :func:`tgif.train.loop.train` on ``pack``, per number of processes.
+
+    Every setting runs ``rounds`` short runs of ``steps`` steps (the paper's batch and crop by default), the
+    settings interleaved round by round so that a slower moment of the machine hits them all. A step's time is
+    read from the run's log (optimizer step included; the first ``warmup`` steps of a run and its validation
+    left out); the median over all runs gives ``seconds_per_step`` and ``steps_per_second``, and ``ratio`` is
+    the speed relative to the first setting. One process uses all of torch's threads; K processes share them.
+    """
+    import tempfile
+
+    from tgif.train.loop import TrainSettings, train
+
+    times: dict[int, list[float]] = {count: [] for count in procs}
+    for _ in range(rounds):
+        for count in procs:
+            with tempfile.TemporaryDirectory(prefix="tgif-bench-train-") as out:
+                settings = TrainSettings(task=task, pack=str(pack), out_dir=out, steps=steps, batch_size=batch_size,
+                                         crop=crop, checkpoint_every=steps, val_every=steps, procs=count)
+                train(settings, progress=False)
+                times[count] += _step_seconds(Path(out) / "log.csv", warmup)
+    first = statistics.median(times[procs[0]])
+    return {count: {"seconds_per_step": statistics.median(values), "steps_per_second": 1 / statistics.median(values),
+                    "ratio": first / statistics.median(values)} for count, values in times.items()}
+
+
 #: The benchmarks run one size per child process (``python -m tgif.bench <name> W H REPEAT WEIGHTS DEVICE``).
 _CHILDREN: dict[str, Callable[[int, int, int, str, str], dict[str, float]]] = {
     "fuse": _fuse_in_process, "pipeline": _pipeline_in_process,

@@ -150,9 +150,24 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--checkpoint-every", type=int, default=None)
     tr.add_argument("--val-every", type=int, default=None)
     tr.add_argument("--seed", type=int, default=None)
+    tr.add_argument("--procs", type=int, default=None,
+                    help="CPU data-parallel processes sharing each step's batch (default 1; same maths)")
+    tr.add_argument("--grad-weight", type=float, default=None, help="weight of the gradient term (default: paper's)")
+    tr.add_argument("--ssim-weight", type=float, default=None, help="weight of the SSIM term (default: paper's)")
     tr.add_argument("--no-text", action="store_true", help="train the no-text ablation")
     tr.add_argument("--resume", action="store_true", help="continue from <out>/last_state.pt")
     tr.add_argument("--no-progress", action="store_true")
+
+    sw = sub.add_parser("sweep", help="loss-weight sweep: short runs per (gradient, SSIM) weight, scored on the "
+                                      "held-out training pairs against the Laplacian pyramid")
+    sw.add_argument("--task", required=True, choices=["mef", "mff"])
+    sw.add_argument("--config", default=None, help="settings of every run (default: configs/<task>.yaml)")
+    sw.add_argument("--grad-weights", required=True, help="comma list of gradient-term weights")
+    sw.add_argument("--ssim-weights", required=True, help="comma list of SSIM-term weights")
+    sw.add_argument("--steps", type=int, default=1000, help="step budget of every run (default: 1000)")
+    sw.add_argument("--procs", type=int, default=None, help="CPU processes per run (see tgif train --procs)")
+    sw.add_argument("--out", default=None, help="sweep folder (default: runs/sweep_<task>)")
+    sw.add_argument("--no-progress", action="store_true")
 
     st = sub.add_parser("steer", help="steering benchmark: does naming an object in a caption bring it out, "
                                       "there only?")
@@ -178,12 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("datasets", help="list the datasets found in the shared data folder")
 
     bench = sub.add_parser("bench", help="print timings")
-    bench.add_argument("target", choices=["metrics", "perception", "fuse", "pipeline", "session"], help="what to time")
+    bench.add_argument("target", choices=["metrics", "perception", "fuse", "pipeline", "session", "train"],
+                       help="what to time")
     bench.add_argument("--weights", default=None,
                        help="fuse: TGIF checkpoint(s), comma list: each timed in turn, ratios to the first "
                             "(default: random weights, same cost)")
     bench.add_argument("--size", default="640x480", help="WIDTHxHEIGHT (default: 640x480)")
     bench.add_argument("--repeat", type=int, default=5, help="runs per measurement; the median is printed")
+    bench.add_argument("--task", default="mef", choices=["ivf", "mef", "mff"], help="train: the pack's task")
+    bench.add_argument("--pack", default=None, help="train: training pack (default: runs/packs/<task>.pt)")
+    bench.add_argument("--procs", default="1,2", help="train: process counts to compare (default: 1,2)")
 
     res = sub.add_parser("results", help="regenerate docs/RESULTS.md and docs/figures (all tables, figures, speed)")
     res.add_argument("--docs", default="docs", help="folder for RESULTS.md and figures/ (default: docs)")
@@ -454,7 +473,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise TgifError(f"{args.config}: unknown settings {unknown}; known: {sorted(known)}")
     flags = {"pack": args.pack, "out_dir": args.out, "steps": args.steps, "batch_size": args.batch_size,
              "crop": args.crop, "lr": args.lr, "checkpoint_every": args.checkpoint_every,
-             "val_every": args.val_every, "seed": args.seed}
+             "val_every": args.val_every, "seed": args.seed, "procs": args.procs, "grad_weight": args.grad_weight,
+             "ssim_weight": args.ssim_weight}
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.no_text:
         values["use_text"] = False
@@ -463,8 +483,43 @@ def _cmd_train(args: argparse.Namespace) -> int:
     values.setdefault("out_dir", f"runs/{args.task}")
     if not Path(values["pack"]).exists():
         raise TgifError(f"training pack {values['pack']} not found; build it with: tgif pack --task {args.task}")
-    checkpoint = train(TrainSettings(**values), resume=args.resume, progress=not args.no_progress)
+    try:
+        settings = TrainSettings(**values)
+    except ValueError as exc:
+        raise TgifError(f"training settings: {exc}") from exc
+    checkpoint = train(settings, resume=args.resume, progress=not args.no_progress)
     print(f"checkpoint: {checkpoint}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    """``tgif sweep``: one short run per loss-weight pair, the table and the chosen pair printed."""
+    from tgif.train.loop import TrainSettings
+    from tgif.train.sweep import FIDELITY_TOLERANCE, choose, run_sweep
+
+    values: dict = _load_settings_file(args.config or f"configs/{args.task}.yaml")
+    values.update(task=args.task, steps=args.steps, out_dir="unused")
+    if args.procs is not None:
+        values["procs"] = args.procs
+    if not Path(values["pack"]).exists():
+        raise TgifError(f"training pack {values['pack']} not found; build it with: tgif pack --task {args.task}")
+    try:
+        base = TrainSettings(**values)
+        grads, ssims = ([float(v) for v in _split(text)] for text in (args.grad_weights, args.ssim_weights))
+    except ValueError as exc:
+        raise TgifError(f"sweep settings: {exc}") from exc
+    out = Path(args.out or f"runs/sweep_{args.task}")
+    rows = run_sweep(base, grads, ssims, out, progress=not args.no_progress)
+    print(f"{args.task} loss-weight sweep, {args.steps} steps each, scored on the held-out training pairs "
+          f"(wins over the Laplacian pyramid; fidelity = VIF and Qabf within {FIDELITY_TOLERANCE:.0%} of it):")
+    metrics = ("EN", "SD", "SF", "AG", "VIF", "Qabf")
+    print(f"  {'setting':<12}" + "".join(f"{m:>8}" for m in metrics) + "  wins  margin  fidelity")
+    for row in rows:
+        print(f"  {row['setting']:<12}" + "".join(f"{row[m]:8.3f}" for m in metrics) +
+              f"  {row['wins']:>4}  {row['margin']:+.3f}  {'yes' if row['fidelity_kept'] else 'no':>8}")
+    print(f"  {'laplacian':<12}" + "".join(f"{rows[0]['ref_' + m]:8.3f}" for m in metrics))
+    best = choose(rows)
+    print(f"chosen: grad_weight {best['grad_weight']:g}, ssim_weight {best['ssim_weight']:g} ({out / 'sweep.csv'})")
     return 0
 
 
@@ -542,6 +597,25 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_train(args: argparse.Namespace) -> int:
+    """``tgif bench train``: training steps/s of one process against ``--procs`` CPU processes."""
+    import torch
+
+    from tgif.bench import bench_train
+
+    pack = Path(args.pack or f"runs/packs/{args.task}.pt")
+    if not pack.exists():
+        raise TgifError(f"training pack {pack} not found; build it with: tgif pack --task {args.task}")
+    procs = tuple(int(v) for v in _split(args.procs))
+    print(f"{args.task} training steps on {pack} (batch 2, 128x128 crops, {torch.get_num_threads()} threads; median "
+          f"step of {args.repeat} interleaved runs of 40 steps after 5 warm-up steps):")
+    for count, row in bench_train(pack, args.task, procs=procs, rounds=args.repeat).items():
+        layout = "1 process" if count == 1 else f"{count} processes"
+        print(f"  {layout:<12} {row['seconds_per_step'] * 1000:7.1f} ms/step  {row['steps_per_second']:6.2f} steps/s  "
+              f"{row['ratio']:5.2f}x")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from tgif.bench import bench_fuse, bench_fuse_compare, bench_metrics, bench_perception
 
@@ -567,6 +641,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                     print(f"  {device:<5} {size:>10}  {row['seconds'] * 1000:9.1f} ms  peak {row['peak_mib']:8.1f} MiB"
                           f"{versus}")
         return 0
+    if args.target == "train":
+        return _bench_train(args)
     if args.target == "session":
         from tgif.bench import bench_session
 
@@ -617,7 +693,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"fuse": _cmd_fuse, "metrics": _cmd_metrics, "eval": _cmd_eval, "caption": _cmd_caption,
-            "pack": _cmd_pack, "train": _cmd_train, "steer": _cmd_steer, "export": _cmd_export,
+            "pack": _cmd_pack, "train": _cmd_train, "sweep": _cmd_sweep, "steer": _cmd_steer, "export": _cmd_export,
             "datasets": _cmd_datasets,
             "bench": _cmd_bench, "results": _cmd_results}
 

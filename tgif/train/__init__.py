@@ -1,6 +1,6 @@
 """Training data and losses: task losses, synthetic multi-focus pairs, training packs and the pack dataset."""
 
-from tgif.train.data import PackDataset, collate_fusion, make_sampler, random_crop_flip
+from tgif.train.data import PackDataset, StepBatchSampler, collate_fusion, random_crop_flip
 from tgif.train.losses import TASK_LOSSES, FusionLoss, sobel_magnitude, ssim_loss
 from tgif.train.pack import (
     PACK_FORMAT,
@@ -23,13 +23,13 @@ __all__ = [
     "MultiFocusPair",
     "PackDataset",
     "PackSettings",
+    "StepBatchSampler",
     "PackSummary",
     "build_pack",
     "collate_fusion",
     "list_task_pairs",
     "load_pack",
     "make_multifocus_pair",
-    "make_sampler",
     "pair_seed",
     "random_crop_flip",
     "sobel_magnitude",

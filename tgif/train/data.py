@@ -4,9 +4,13 @@ Train items are random ``crop`` x ``crop`` windows, the same window for both sou
 truth), reflect-padded when a side is shorter than ``crop``, with random horizontal and vertical flips.
 Validation items are whole images, unflipped; use ``batch_size=1`` for them since sizes differ.
 
-Randomness: each process draws from its own ``numpy`` generator, seeded by ``seed`` in the main process
-and by ``(seed, worker seed)`` inside a DataLoader worker, so workers never repeat each other's crops and
-a run is reproducible once ``torch.manual_seed`` is set.
+Randomness: the training loop samples with :class:`StepBatchSampler`, which makes every step's pairs and
+crops a pure function of ``(seed, step)``: item ``(index, key)`` is cropped by a generator seeded with ``key``.
+So a resumed run continues the exact data stream of an uninterrupted one, DataLoader workers change nothing,
+and K data-parallel processes that each take every K-th item of a step's batch see together exactly the
+batch one process would (the maths of a step does not depend on how many processes share it). A plain
+integer index draws its crop from the dataset's own generator (seeded by ``seed``, and by ``(seed, worker
+seed)`` inside a DataLoader worker).
 """
 
 from __future__ import annotations
@@ -14,12 +18,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, WeightedRandomSampler, get_worker_info
+from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from tgif.train.pack import decode_plane, dequantize_tokens, load_pack
 
@@ -124,10 +128,13 @@ class PackDataset(Dataset):
         scales = None if self._scales is None else self._scales[start:start + length]
         return dequantize_tokens(self._tokens[start:start + length], scales)
 
-    def __getitem__(self, item: int) -> dict[str, Any]:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        """The pair at ``item``: an index, or ``(index, key)`` to crop with a generator seeded by ``key``."""
+        item, key = item if isinstance(item, tuple) else (item, None)
         planes = [self._planes[int(self._pairs["plane_a"][item])], self._planes[int(self._pairs["plane_b"][item])]]
         if self.split == "train":
-            planes = random_crop_flip(planes, self.crop, self.flips, self._generator())
+            rng = self._generator() if key is None else np.random.default_rng(key)
+            planes = random_crop_flip(planes, self.crop, self.flips, rng)
         y_a, y_b = (_to_tensor(p) for p in planes)
         text = torch.cat([self._text(int(self._pairs["caption_a"][item])),
                           self._text(int(self._pairs["caption_b"][item]))])
@@ -154,7 +161,43 @@ def collate_fusion(batch: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def make_sampler(dataset: PackDataset, num_samples: int, seed: int = 0) -> WeightedRandomSampler:
-    """A sampler drawing ``num_samples`` items with replacement, in proportion to the pack weights."""
-    return WeightedRandomSampler(dataset.weights.double(), num_samples, replacement=True,
-                                 generator=torch.Generator().manual_seed(seed))
+class StepBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Batches of ``(index, crop key)`` items drawn per step, in proportion to the pack weights, with replacement.
+
+    Step ``s`` draws ``batch_size`` indices with a torch generator seeded by ``(seed, s)`` and gives each a crop
+    key from the same seed sequence, so a step's batch depends only on ``seed`` and ``s``. With ``world > 1``
+    this process yields every ``world``-th item of that batch, from ``rank``: the processes of a data-parallel
+    run share one batch between them.
+
+    Args:
+        weights: (N,) sampling weights of the dataset's pairs.
+        batch_size: items per step, over all processes; a multiple of ``world``.
+        steps: the steps to yield, ``range(first, last)``.
+        seed: seed of the whole stream.
+        rank, world: this process and the number of processes.
+
+    Raises:
+        ValueError: ``batch_size`` is not a positive multiple of ``world``.
+    """
+
+    def __init__(self, weights: torch.Tensor, batch_size: int, steps: range, seed: int = 0, rank: int = 0,
+                 world: int = 1) -> None:
+        if batch_size < 1 or batch_size % world:
+            raise ValueError(f"batch size {batch_size} must be a positive multiple of the {world} processes")
+        self.weights = weights.double()
+        self.batch_size, self.steps, self.seed, self.rank, self.world = batch_size, steps, seed, rank, world
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def batch(self, step: int) -> list[tuple[int, int]]:
+        """The whole batch of ``step`` (every process's items), as ``(index, crop key)`` pairs."""
+        sequence = np.random.SeedSequence([self.seed, step])
+        index_seed, *crop_keys = sequence.generate_state(1 + self.batch_size, dtype=np.uint64).tolist()
+        generator = torch.Generator().manual_seed(index_seed)
+        indices = torch.multinomial(self.weights, self.batch_size, replacement=True, generator=generator)
+        return list(zip(indices.tolist(), crop_keys))
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for step in self.steps:
+            yield self.batch(step)[self.rank::self.world]

@@ -7,10 +7,18 @@ encoder name, optimizer/scheduler/RNG state for ``--resume``), logs the loss ter
 ``log.csv``, scores the held-out pairs with the fusion metrics into ``val.csv``, and draws both
 into ``curves.png``.
 
-Multi-GPU: launched with ``torchrun --nproc_per_node=K -m tgif train ...`` the same code runs
-data-parallel (one process per GPU, gradients averaged by DDP, each rank sampling with its own
-seed, rank 0 writing files); with a single process nothing changes. AMP (bfloat16 autocast) is
-used on CUDA only.
+Data parallel: ``batch_size`` is the number of pairs per optimizer step, whatever the number of
+processes. Launched with ``torchrun --nproc_per_node=K -m tgif train ...`` (one process per GPU) or
+with ``procs: K`` (K processes on this CPU, started here, Gloo), the K processes split each step's
+batch (every K-th pair of the batch one process would draw, see
+:class:`tgif.train.data.StepBatchSampler`), DDP averages their gradients and rank 0 writes the files:
+the maths of a step is the same as in one process. On a small CPU, ``procs: 2`` with one thread each is
+faster than one process with two threads (``tgif bench train``).
+
+Resume: the data stream is a function of the step, and the state file holds the model, Adam, the
+learning-rate schedule and torch's RNG, so an interrupted run resumed with ``--resume`` ends bit-equal
+to an uninterrupted one. AMP (``amp``): bfloat16 autocast of the network (the loss stays float32),
+by default on CUDA only; ``amp: true`` uses it on the CPU too, ``amp: false`` nowhere.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import logging
 import math
 import os
 import random
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,9 +40,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from tgif.errors import TgifError
 from tgif.metrics import PAPER_METRICS, compute_metrics
 from tgif.model import TGIFConfig, TGIFNet, build_tgif, save_tgif
-from tgif.train.data import PackDataset, collate_fusion, make_sampler
+from tgif.parallel import average_gradients, divergence
+from tgif.train.data import PackDataset, StepBatchSampler, collate_fusion
 from tgif.train.losses import FusionLoss
 from tgif.train.pack import load_pack
 
@@ -61,6 +72,13 @@ class TrainSettings:
         use_text: False trains the no-text ablation.
         model: overrides of :class:`tgif.model.TGIFConfig` fields.
         num_workers: DataLoader workers.
+        grad_weight: weight of the gradient term; None for the paper's (see :data:`tgif.train.losses.TASK_LOSSES`).
+        ssim_weight: weight of the SSIM term; None for the paper's.
+        procs: CPU data-parallel processes started by :func:`train` (each with its share of the threads).
+        amp: bfloat16 autocast: None on CUDA only, True on any device, False never.
+
+    Raises:
+        ValueError: a count is not positive, or ``batch_size`` is not a multiple of ``procs``.
     """
 
     task: str
@@ -77,6 +95,18 @@ class TrainSettings:
     use_text: bool = True
     model: dict[str, Any] = field(default_factory=dict)
     num_workers: int = 0
+    grad_weight: float | None = None
+    ssim_weight: float | None = None
+    procs: int = 1
+    amp: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "crop", "checkpoint_every", "val_every", "procs"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.batch_size % self.procs:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of procs {self.procs}: "
+                             "the processes share each step's batch")
 
 
 def _seed_everything(seed: int) -> None:
@@ -149,7 +179,7 @@ def log_row(step: int, terms: dict[str, torch.Tensor], names: tuple[str, ...], l
             seconds: float) -> dict[str, str]:
     """One ``log.csv`` row of a training step: the step, each loss term of ``names``, the learning rate, seconds."""
     return {"step": str(step), **{k: f"{terms[k].item():.6f}" for k in names}, "lr": f"{lr:.3g}",
-            "seconds": f"{seconds:.1f}"}
+            "seconds": f"{seconds:.3f}"}
 
 
 def truncate_csv(path: Path, last_step: int) -> None:
@@ -232,8 +262,48 @@ def plot_curves(run_dir: str | os.PathLike) -> Path | None:
     return out
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _procs_worker(rank: int, settings: TrainSettings, resume: bool, progress: bool, port: int,
+                  threads: int) -> None:
+    """One of the ``procs`` processes: join the local Gloo group as ``rank`` and train."""
+    os.environ.update({"WORLD_SIZE": str(settings.procs), "RANK": str(rank), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        _train_process(settings, resume, progress)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
 def train(settings: TrainSettings, resume: bool = False, progress: bool = True) -> Path:
-    """Run (or resume) a training run; returns the path of the last checkpoint."""
+    """Run (or resume) a training run; returns the path of the last checkpoint.
+
+    With ``settings.procs > 1`` it starts that many CPU processes (this process's threads split between
+    them) and waits for them.
+
+    Raises:
+        TgifError: ``procs > 1`` under torchrun or with CUDA (launch one process per GPU with torchrun).
+    """
+    if settings.procs == 1:
+        return _train_process(settings, resume, progress)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or torch.cuda.is_available():
+        raise TgifError("procs > 1 starts CPU processes; on GPUs or under torchrun set procs: 1 and launch "
+                        "torchrun --nproc_per_node=K -m tgif train ...")
+    threads = max(1, torch.get_num_threads() // settings.procs)
+    logger.info("training with %d processes x %d threads", settings.procs, threads)
+    torch.multiprocessing.spawn(_procs_worker, args=(settings, resume, progress, _free_port(), threads),
+                                nprocs=settings.procs, join=True)
+    return Path(settings.out_dir) / "last.safetensors"
+
+
+def _train_process(settings: TrainSettings, resume: bool, progress: bool) -> Path:
+    """The training loop of one process (the only one, or one rank of a data-parallel run)."""
     rank, world, local_rank = _distributed()
     device = _device(local_rank)
     _seed_everything(settings.seed)
@@ -244,14 +314,14 @@ def train(settings: TrainSettings, resume: bool = False, progress: bool = True) 
 
     pack = load_pack(settings.pack)
     # no flips: captions say "on the left", "at the top"; a flipped crop would contradict its caption
-    train_set = PackDataset(pack, "train", crop=settings.crop, flips=False, seed=settings.seed + 1000 * rank)
+    train_set = PackDataset(pack, "train", crop=settings.crop, flips=False, seed=settings.seed)
     val_set = PackDataset(pack, "val")
     config = TGIFConfig.from_dict({**settings.model, "text_dim": train_set.text_dim, "use_text": settings.use_text})
     model = build_tgif(config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    steps_per_epoch = max(1, math.ceil(len(train_set) / (settings.batch_size * world)))
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, fused=True)
+    steps_per_epoch = max(1, math.ceil(len(train_set) / settings.batch_size))
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, settings.halve_every_epochs * steps_per_epoch, gamma=0.5)
-    loss_fn = FusionLoss(settings.task)
+    loss_fn = FusionLoss(settings.task, settings.grad_weight, settings.ssim_weight)
 
     step = 0
     state_path = out / "last_state.pt"
@@ -261,23 +331,18 @@ def train(settings: TrainSettings, resume: bool = False, progress: bool = True) 
             for name in ("log.csv", "val.csv"):
                 truncate_csv(out / name, step)
         logger.info("resumed %s at step %d", out, step)
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[local_rank] if device.type == "cuda" else None)
-    core: TGIFNet = model.module if world > 1 else model  # type: ignore[assignment]
-
-    remaining = max(0, settings.steps - step)
-    sampler = make_sampler(train_set, remaining * settings.batch_size, seed=settings.seed + 7919 * rank + step)
-    loader = DataLoader(train_set, batch_size=settings.batch_size, sampler=sampler, collate_fn=collate_fusion,
-                        num_workers=settings.num_workers, drop_last=True)
-    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-           else torch.autocast("cpu", enabled=False))
+    parameters = [p for p in model.parameters() if p.requires_grad]  # same init on every rank (same seed)
+    sampler = StepBatchSampler(train_set.weights, settings.batch_size, range(step, settings.steps),
+                               seed=settings.seed, rank=rank, world=world)
+    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_fusion, num_workers=settings.num_workers)
+    use_amp = device.type == "cuda" if settings.amp is None else settings.amp
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp)
 
     def save(step_done: int) -> Path:
         extra = {"settings": asdict(settings), "train_pairs": len(train_set), "device": str(device),
                  "max_tokens": int(pack["max_tokens"]), "pack_text_dtype": str(pack["text_dtype"])}
-        path = save_tgif(out / "last.safetensors", core, train_set.text_encoder, settings.task, step_done, extra)
-        save_state(state_path, core, optimizer, scheduler, step_done)
+        path = save_tgif(out / "last.safetensors", model, train_set.text_encoder, settings.task, step_done, extra)
+        save_state(state_path, model, optimizer, scheduler, step_done)
         return path
 
     model.train()
@@ -294,6 +359,9 @@ def train(settings: TrainSettings, resume: bool = False, progress: bool = True) 
         losses = loss_fn(fused.float(), y_a, y_b)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
+        # one all-reduce averages the gradients and the loss terms (the log shows the whole batch's loss)
+        terms = average_gradients(parameters, torch.stack([losses[k].detach() for k in LOSS_TERMS]))
+        losses = dict(zip(LOSS_TERMS, terms))
         optimizer.step()
         scheduler.step()
         step += 1
@@ -303,11 +371,12 @@ def train(settings: TrainSettings, resume: bool = False, progress: bool = True) 
                                                 time.perf_counter() - start))
             bar.set_postfix(loss=f"{losses['total'].item():.4f}")
             if step % settings.val_every == 0 or step == settings.steps:
-                append_csv(out / "val.csv", {"step": step, **validate(core, val_set, device, settings.use_text)})
+                append_csv(out / "val.csv", {"step": step, **validate(model, val_set, device, settings.use_text)})
             if step % settings.checkpoint_every == 0 or step == settings.steps:
                 last_path = save(step)
                 plot_curves(out)
     bar.close()
-    if world > 1:
-        torch.distributed.barrier()
+    gap = divergence(parameters)
+    if gap:
+        raise RuntimeError(f"the {world} data-parallel replicas ended with different weights (max difference {gap:g})")
     return last_path
