@@ -277,6 +277,13 @@ def _load_pair(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
         return pair, [note]
 
 
+def _waiting_text(ahead: int) -> str:
+    """What a job waiting for a network slot shows in its progress bar."""
+    if not ahead:
+        return "Waiting for the network: the job before this one is finishing"
+    return f"Waiting for the network: {ahead} job{'s' if ahead > 1 else ''} ahead of this one"
+
+
 def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value: str, caption_1: str,
                caption_2: str, use_text: bool, method: str, resize: bool, run_number: int,
                progress: Callable[..., Any] = lambda *a, **k: None, session_id: str = "default") -> FusionOutputs:
@@ -284,6 +291,8 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
 
     The pair is decoded once per browser session and pair (:meth:`ModelHub.loaded_pair`) and fused through
     its :class:`~tgif.session.PairSession`: a caption edit re-runs only the text features and the decoder.
+    Captions are drafted (when empty, and for the text-effect reference) before the job takes a network slot
+    (:meth:`ModelHub.network_slot`); only the fusion itself holds one.
     With TGIF and text on, the pair is also decoded under the drafted captions (the uploads' analyses, or
     drafted now): the run's text-effect map is this run minus that one, i.e. what the caption edits changed.
     """
@@ -328,8 +337,10 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
                 reference = None
                 notes.append("The captions are the drafts, so the text-effect map is empty: add a phrase (or click a "
                              "detected object) and fuse again to see what it changes.")
-        progress(0.35, desc="Encoding captions and running the network" if use_text else "Running the network")
-        result = session.fuse(tuple(captions) if use_text else None, use_text=use_text, reference_captions=reference)
+        with hub.network_slot(lambda ahead: progress(0.3, desc=_waiting_text(ahead))):
+            progress(0.35, desc="Encoding captions and running the network" if use_text else "Running the network")
+            result = session.fuse(tuple(captions) if use_text else None, use_text=use_text,
+                                  reference_captions=reference)
         authors = list(result.caption_sources)
         fused = result.image
         if result.reference_luminance is not None:
@@ -347,10 +358,11 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
         notes.extend(result.notes)
         label = "TGIF" if use_text else "TGIF (no text)"
     else:
-        progress(0.35, desc=f"Fusing with {method}")
-        start = time.perf_counter()
-        fused = BASELINES[method].fuse(pair)
-        seconds["network"] = time.perf_counter() - start
+        with hub.network_slot(lambda ahead: progress(0.3, desc=_waiting_text(ahead))):
+            progress(0.35, desc=f"Fusing with {method}")
+            start = time.perf_counter()
+            fused = BASELINES[method].fuse(pair)
+            seconds["network"] = time.perf_counter() - start
         label, use_text = method, False
     progress(0.7, desc="Scoring against the classic baselines")
     start = time.perf_counter()

@@ -1,7 +1,8 @@
 """Demo settings, read from the environment once (so a GPU Space is configured by its variables).
 
 ``TGIF_APP_DEVICE``        ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
-``TGIF_APP_CONCURRENCY``   how many fusion jobs run at once (default 1); the rest queue.
+``TGIF_APP_CONCURRENCY``   how many fusions run at once (network slots, default 1); the rest wait, told how many are
+                           ahead. Captions a job must draft are drafted before it takes a slot.
 ``TGIF_APP_DRAFT_CONCURRENCY`` how many uploads are analysed (maps + drafted caption) at once, in their own queue
                            so that a slow GPT caption never delays a Fuse (default 4).
 ``TGIF_APP_MAX_PIXELS``    larger uploads are downscaled to this many pixels, with a notice (default 4 MP).

@@ -267,7 +267,10 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
              method, resize, slider_with, runs],
             [fused, view_1, view_2, slider, error_1, error_2, text_effect, table, plot, summary, files, runs, run_a,
              run_b],
-            api_name="fuse", concurrency_id=MODEL_QUEUE, concurrency_limit=config.concurrency,
+            # a job drafts its missing captions before it takes a network slot (ModelHub.network_slot), so the
+            # queue lets drafting jobs in beside the fusing ones
+            api_name="fuse", concurrency_id=MODEL_QUEUE,
+            concurrency_limit=config.concurrency + config.draft_concurrency,
             scroll_to_output=True,
         )
         job.then(lambda: gr.update(interactive=True, value="Fuse"), None, fuse, queue=False, api_name=False)

@@ -6,6 +6,10 @@ reused, so concurrent sessions never load a model twice. Each browser session's 
 per TGIF model, so a caption edit re-runs only the text features and the decoder. At most
 ``TGIF_APP_PAIRS`` of them stay in memory (least recently used dropped first), and the drafts of the
 last uploads are kept so that Fuse reuses the maps and captions the analysis made.
+
+A Fuse job holds a *network slot* (:meth:`ModelHub.network_slot`, ``TGIF_APP_CONCURRENCY`` of them) only
+while it fuses: the captions it has to draft first (perception and GPT) are drafted before it asks for one,
+so a user who typed their own captions never waits behind someone else's caption server.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,12 +84,36 @@ class ModelHub:
         self._baselines: OrderedDict[str, dict[str, np.ndarray | dict[str, float]]] = OrderedDict()
         self._pairs: OrderedDict[tuple, LoadedPair] = OrderedDict()
         self._drafts: OrderedDict[tuple, CaptionedSource] = OrderedDict()
+        self._slots = threading.BoundedSemaphore(config.concurrency)
+        self._waiting = 0
         wants_cuda = config.device in ("auto", "cuda")
         self.device = "cuda" if wants_cuda and torch.cuda.is_available() else "cpu"
         self.device_note = ""
         if config.device == "cuda" and self.device == "cpu":
             self.device_note = "TGIF_APP_DEVICE=cuda but no CUDA device is visible; running on the CPU"
             logger.warning(self.device_note)
+
+    @contextmanager
+    def network_slot(self, waiting: Callable[[int], None] = lambda ahead: None) -> Iterator[None]:
+        """Hold one of the ``TGIF_APP_CONCURRENCY`` network slots for the ``with`` block.
+
+        When none is free, ``waiting(n)`` is called once with the number of jobs waiting before this one
+        (so the user sees a queue position) and the block starts when a slot frees up.
+        """
+        if not self._slots.acquire(blocking=False):
+            with self._lock:
+                ahead = self._waiting
+                self._waiting += 1
+            waiting(ahead)
+            try:
+                self._slots.acquire()
+            finally:
+                with self._lock:
+                    self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     @property
     def device_label(self) -> str:

@@ -424,12 +424,61 @@ def test_a_hanging_caption_server_delays_neither_its_user_much_nor_anyone_elses_
         assert "GPT could not caption this image" in results["note"] and "no answer within 3 s" in results["note"]
         assert "infrared" in results["caption"] and "sk-test" not in results["note"]
         assert busy <= idle + 2.0, (busy, idle)
+
+        # a Fuse with empty captions drafts them (waiting on the server) before it takes a network slot
+        person = ROOT / "assets" / "examples" / "ivf_person"
+
+        def fuse_with_empty_captions() -> None:
+            begin = time.perf_counter()
+            out = Client(url, verbose=False).predict(
+                handle_file(str(person / "ir.png")), handle_file(str(person / "vi.png")), "ivf", "", "", True, "TGIF",
+                False, "source 2", api_name="/fuse")
+            results["drafting_fuse_s"], results["drafting_summary"] = time.perf_counter() - begin, out[9]
+
+        worker = threading.Thread(target=fuse_with_empty_captions)
+        worker.start()
+        time.sleep(1.0)  # that job is drafting now, held up by the hanging server
+        start = time.perf_counter()
+        other.predict(*args, api_name="/fuse")
+        busy = time.perf_counter() - start
+        worker.join(timeout=60)
+        assert busy <= idle + 2.0, (busy, idle, results)
+        assert results["drafting_fuse_s"] >= 3 and "no answer within 3 s" in results["drafting_summary"]
     finally:
         stop.set()
         demo.close()
         for conn in held:
             conn.close()
         listener.close()
+
+
+def test_network_slots_make_later_jobs_wait_and_say_how_many_are_ahead(app_env):
+    import threading
+
+    hub = ModelHub(AppConfig(output_dir=app_env / "out-slots", concurrency=1, device="cpu"))
+    order: list[str] = []
+    told: dict[str, int] = {}
+    first_in, release = threading.Event(), threading.Event()
+
+    def job(name: str) -> None:
+        with hub.network_slot(lambda ahead: told.__setitem__(name, ahead)):
+            order.append(name)
+            if name == "first":
+                first_in.set()
+                release.wait(10)
+
+    threads = [threading.Thread(target=job, args=("first",))]
+    threads[0].start()
+    first_in.wait(10)
+    for name in ("second", "third"):
+        threads.append(threading.Thread(target=job, args=(name,)))
+        threads[-1].start()
+        while name not in told:  # it is waiting now
+            threading.Event().wait(0.01)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert told == {"second": 0, "third": 1} and order[0] == "first" and sorted(order) == ["first", "second", "third"]
 
 
 def test_run_files_live_as_long_as_the_session_history(app_env):

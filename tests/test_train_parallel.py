@@ -164,3 +164,16 @@ def test_sweep_trains_scores_and_resumes(mff_pack: Path, tmp_path: Path, monkeyp
     monkeypatch.setattr("tgif.train.sweep.train", no_training)
     again = run_sweep(base, [300.0, 30.0], [1.0], tmp_path, progress=False)
     assert [r["setting"] for r in again] == ["g300_s1", "g30_s1"] and again[1]["VIF"] == rows[1]["VIF"]
+
+
+def test_run_can_start_from_another_checkpoint(ivf_pack: Path, tmp_path: Path) -> None:  # noqa: F811
+    from tgif.errors import CheckpointError
+    from tgif.model import load_tgif
+
+    first = train(_settings(ivf_pack, tmp_path / "first", steps=2), progress=False)
+    start, _ = load_tgif(first)
+    train(_settings(ivf_pack, tmp_path / "second", steps=1, lr=0.0, init_from=str(first)), progress=False)
+    after = _state(tmp_path / "second")
+    assert all(torch.equal(after[k], v) for k, v in start.state_dict().items())  # lr 0: still the checkpoint
+    with pytest.raises(CheckpointError, match="not the one this run builds"):
+        train(_settings(ivf_pack, tmp_path / "third", init_from=str(first), model={**TINY, "dim": 8}), progress=False)

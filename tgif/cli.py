@@ -152,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=None)
     tr.add_argument("--procs", type=int, default=None,
                     help="CPU data-parallel processes sharing each step's batch (default 1; same maths)")
+    tr.add_argument("--init-from", default=None, help="start from this TGIF checkpoint (e.g. another task's)")
     tr.add_argument("--grad-weight", type=float, default=None, help="weight of the gradient term (default: paper's)")
     tr.add_argument("--ssim-weight", type=float, default=None, help="weight of the SSIM term (default: paper's)")
     tr.add_argument("--no-text", action="store_true", help="train the no-text ablation")
@@ -474,7 +475,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     flags = {"pack": args.pack, "out_dir": args.out, "steps": args.steps, "batch_size": args.batch_size,
              "crop": args.crop, "lr": args.lr, "checkpoint_every": args.checkpoint_every,
              "val_every": args.val_every, "seed": args.seed, "procs": args.procs, "grad_weight": args.grad_weight,
-             "ssim_weight": args.ssim_weight}
+             "ssim_weight": args.ssim_weight, "init_from": args.init_from}
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.no_text:
         values["use_text"] = False

@@ -40,9 +40,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from tgif.errors import TgifError
+from tgif.errors import CheckpointError, TgifError
 from tgif.metrics import PAPER_METRICS, compute_metrics
-from tgif.model import TGIFConfig, TGIFNet, build_tgif, save_tgif
+from tgif.model import TGIFConfig, TGIFNet, build_tgif, load_tgif, save_tgif
 from tgif.parallel import average_gradients, divergence
 from tgif.train.data import PackDataset, StepBatchSampler, collate_fusion
 from tgif.train.losses import FusionLoss
@@ -76,6 +76,8 @@ class TrainSettings:
         ssim_weight: weight of the SSIM term; None for the paper's.
         procs: CPU data-parallel processes started by :func:`train` (each with its share of the threads).
         amp: bfloat16 autocast: None on CUDA only, True on any device, False never.
+        init_from: a TGIF checkpoint to start from (its config is used; ``model`` overrides must match it), e.g.
+            another task's model; None starts from a random initialisation.
 
     Raises:
         ValueError: a count is not positive, or ``batch_size`` is not a multiple of ``procs``.
@@ -99,6 +101,7 @@ class TrainSettings:
     ssim_weight: float | None = None
     procs: int = 1
     amp: bool | None = None
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "crop", "checkpoint_every", "val_every", "procs"):
@@ -262,6 +265,21 @@ def plot_curves(run_dir: str | os.PathLike) -> Path | None:
     return out
 
 
+def _initial_model(path: str, config: TGIFConfig, text_encoder: str) -> TGIFNet:
+    """The network of checkpoint ``path`` (float32, train mode) to start a run from; its config must be ``config``.
+
+    Raises:
+        CheckpointError: the file cannot be loaded, was trained with another text encoder than the pack's, or has
+            another architecture than the run asks for.
+    """
+    model, metadata = load_tgif(path, expected_text_encoder=text_encoder)
+    if metadata.config != config:
+        raise CheckpointError(f"init_from {path}: its network ({metadata.config}) is not the one this run builds "
+                              f"({config}); drop the model overrides or start from another checkpoint")
+    logger.info("starting from %s (%s, %d steps)", path, metadata.task, metadata.steps)
+    return model.train()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -317,7 +335,8 @@ def _train_process(settings: TrainSettings, resume: bool, progress: bool) -> Pat
     train_set = PackDataset(pack, "train", crop=settings.crop, flips=False, seed=settings.seed)
     val_set = PackDataset(pack, "val")
     config = TGIFConfig.from_dict({**settings.model, "text_dim": train_set.text_dim, "use_text": settings.use_text})
-    model = build_tgif(config).to(device)
+    model = (build_tgif(config) if settings.init_from is None
+             else _initial_model(settings.init_from, config, train_set.text_encoder)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, fused=True)
     steps_per_epoch = max(1, math.ceil(len(train_set) / settings.batch_size))
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, settings.halve_every_epochs * steps_per_epoch, gamma=0.5)
