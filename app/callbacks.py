@@ -23,7 +23,6 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from app.config import AppConfig
 from app.models import ModelHub
 from tgif import __version__
 from tgif.baselines import BASELINES
@@ -33,7 +32,16 @@ from tgif.captions.redact import scrub
 from tgif.captions.steering import add_phrase, box_position, highlight_phrase
 from tgif.captions.user_text import clean_caption, markdown_literal
 from tgif.errors import PairSizeError, TgifError
-from tgif.io.image import SourceImage, as_rgb_uint8, describe_size, fit_within, load_image, save_image, to_uint8
+from tgif.io.image import (
+    SourceImage,
+    as_rgb_uint8,
+    describe_size,
+    fit_within,
+    load_image,
+    read_size,
+    save_image,
+    to_uint8,
+)
 from tgif.io.pair import ImagePair, load_pair
 from tgif.metrics import METRICS, PAPER_METRICS, best_value, compute_metrics, gray_levels_of
 from tgif.perception import Perception
@@ -97,13 +105,19 @@ def _clean(message: str) -> str:
     return scrub(message, os.environ.get("OPENAI_API_KEY"))
 
 
-def _load_source(path: str | None, which: int, task_value: str, config: AppConfig) -> SourceImage:
+def warn_once(hub: ModelHub, session_id: str, message: str) -> None:
+    """Show ``message`` as a warning toast unless this browser session has already been shown it."""
+    if hub.first_time(session_id, message):
+        gr.Warning(message)
+
+
+def _load_source(path: str | None, which: int, task_value: str, hub: ModelHub, session_id: str) -> SourceImage:
     if not path:
         raise gr.Error(f"Source {which} ({source_labels(task_value)[which - 1]}) is missing: upload an image.")
-    source = load_image(path, name=Path(path).name, max_pixels=config.max_pixels, on_large="downscale")
+    source = load_image(path, name=Path(path).name, max_pixels=hub.config.max_pixels, on_large="downscale")
     for note in source.notes:
         if "downscal" in note:
-            gr.Warning(f"{source.name}: {note}")
+            warn_once(hub, session_id, f"{source.name}: {note}")
     return source
 
 
@@ -155,35 +169,33 @@ def _annotations(rgb: np.ndarray, perception: Perception) -> tuple[tuple, tuple]
     return (rgb, boxes), (rgb, regions)
 
 
-def _draft(hub: ModelHub, pixels: np.ndarray, modality: str, task: str) -> tuple[np.ndarray, CaptionedSource]:
-    """Perceive a source (at most PERCEPTION_MAX_SIDE) and draft its caption; what perception lacked is a warning."""
+def _draft(hub: ModelHub, pixels: np.ndarray, modality: str, task: str,
+           session_id: str) -> tuple[np.ndarray, CaptionedSource]:
+    """Perceive a source (at most PERCEPTION_MAX_SIDE) and draft its caption; what perception lacked is a warning
+    (once per browser session)."""
     rgb = fit_within(as_rgb_uint8(pixels), PERCEPTION_MAX_SIDE)
     drafted = caption_image(rgb, modality=modality, task=task, perceiver=hub.perceiver(),
                             captioner=hub.captioner())
     for note in drafted.perception.notes:
-        gr.Warning(_clean(note))
+        warn_once(hub, session_id, _clean(note))
     return rgb, drafted
 
 
-def analyze_source(hub: ModelHub, path: str | None, task_value: str, other_path: str | None,
-                   which: int) -> Analysis | None:
-    """Detect, segment and draft a caption for one uploaded source; None when no image is given."""
+def analyze_source(hub: ModelHub, path: str | None, task_value: str, which: int,
+                   session_id: str = "default") -> Analysis | None:
+    """Detect, segment and draft a caption for one uploaded source; None when no image is given.
+
+    Whether the two sources fit together (sizes) is checked when Fuse is pressed, not here: while a user
+    replaces a pair one image at a time, or switches the task, the sources differ for a moment by design.
+    """
     if not path:
         return None
     task, _ = parse_task(task_value)
-    source = _load_source(path, which, task_value, hub.config)
-    if other_path:
-        try:
-            other = load_image(other_path, max_pixels=hub.config.max_pixels, on_large="downscale")
-            if other.size != source.size:
-                gr.Warning(f"The sources differ in size ({describe_size(source.size)} vs {describe_size(other.size)}):"
-                           " tick “Resize source 2 to source 1” before fusing.")
-        except TgifError:
-            pass  # the other image reports its own problem in its own handler
-    rgb, drafted = _draft(hub, source.pixels, source_labels(task_value)[which - 1], task)
+    source = _load_source(path, which, task_value, hub, session_id)
+    rgb, drafted = _draft(hub, source.pixels, source_labels(task_value)[which - 1], task, session_id)
     hub.remember_draft((path, task_value, which), drafted)
-    if drafted.caption.fallback_reason:
-        gr.Warning(describe_caption_source(drafted.caption))
+    if drafted.caption.fallback_reason:  # also written under the caption; the toast once per cause
+        warn_once(hub, session_id, describe_caption_source(drafted.caption))
     counts = drafted.perception.detections.counts()
     found = ", ".join(f"{n} × {label}" for label, n in counts.items()) if counts else "no objects"
     classes = (f"**Detected:** {found} · {len(drafted.perception.segmentation.regions)} regions "
@@ -244,6 +256,23 @@ def mark_best(table: pd.DataFrame) -> Any:
     return table.style.apply(column, axis=0).format(precision=3)
 
 
+def validate_fuse(path_1: str | None, path_2: str | None, task_value: str, *settings: Any) -> list[dict[str, Any]]:
+    """Gradio validator of Fuse, run before the job is queued: both sources are there and, unless “Resize” is
+    ticked, of one size (read from the files' headers). It takes the Fuse event's inputs (sources, task, then
+    caption 1, caption 2, text, method, resize, slider choice, history) and gives one ``gr.validate`` per input;
+    a failed check is shown once, on its input, and no output changes.
+    """
+    resize = bool(settings[4])
+    names = source_labels(task_value)
+    checks = [gr.validate(bool(path), f"Source {which} ({names[which - 1]}) is missing: upload an image.")
+              for which, path in ((1, path_1), (2, path_2))]
+    sizes = (read_size(path_1), read_size(path_2)) if path_1 and path_2 else (None, None)
+    if not resize and None not in sizes and sizes[0] != sizes[1]:
+        checks[1] = gr.validate(False, f"The sources differ in size ({describe_size(sizes[0])} vs "
+                                       f"{describe_size(sizes[1])}): tick “Resize source 2 to source 1” to fuse them.")
+    return [*checks, *(gr.validate(True, "") for _ in (task_value, *settings))]
+
+
 def _prepare_captions(session: PairSession, captions: list[str]) -> list[str]:
     """Clean (control characters out; unencodable text is an error), cut overlong ones, draft empty ones (from the
     session's drafts)."""
@@ -261,10 +290,10 @@ def _prepare_captions(session: PairSession, captions: list[str]) -> list[str]:
 
 
 def _load_pair(hub: ModelHub, path_1: str | None, path_2: str | None, task_value: str, task: str,
-               resize: bool) -> tuple[ImagePair, list[str]]:
+               resize: bool, session_id: str) -> tuple[ImagePair, list[str]]:
     """Decode both uploads into a pair (source 2 resized to source 1 when asked); returns the pair and notes."""
-    source_a = _load_source(path_1, 1, task_value, hub.config)
-    source_b = _load_source(path_2, 2, task_value, hub.config)
+    source_a = _load_source(path_1, 1, task_value, hub, session_id)
+    source_b = _load_source(path_2, 2, task_value, hub, session_id)
     try:
         return ImagePair(source_a, source_b, id=Path(path_1 or "pair").stem, task=task), []
     except PairSizeError as exc:
@@ -301,9 +330,9 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
     progress(0.02, desc="Loading images")
     for which, path in ((1, path_1), (2, path_2)):
         if not path:
-            _load_source(path, which, task_value, hub.config)  # the "source is missing" error
+            _load_source(path, which, task_value, hub, session_id)  # the "source is missing" error
     entry, _ = hub.loaded_pair((session_id, path_1, path_2, task_value, bool(resize)),
-                               lambda: _load_pair(hub, path_1, path_2, task_value, task, resize))
+                               lambda: _load_pair(hub, path_1, path_2, task_value, task, resize, session_id))
     pair = entry.pair
     seconds: dict[str, float] = {"load": time.perf_counter() - started}
     notes: list[str] = list(entry.notes)

@@ -28,6 +28,7 @@ from app.callbacks import (
     run_fusion,
     source_labels,
     user_errors,
+    validate_fuse,
 )
 from app.config import AppConfig
 from app.models import ModelHub
@@ -78,6 +79,11 @@ def _methods(hub: ModelHub, task: str) -> tuple[list[str], str, str]:
     notice = (f"⚠️ The TGIF model for {task.upper()} is missing (`weights/{hub.weights(task).name}`): "
               "the classic baselines are offered instead.")
     return methods, "laplacian", notice
+
+
+def _session_id(request: gr.Request | None) -> str:
+    """The browser session of a request (``"default"`` outside one, e.g. in tests)."""
+    return getattr(request, "session_hash", None) or "default"
 
 
 def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> gr.Blocks:
@@ -187,8 +193,8 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
         # ----------------------------------------------------------------------------- events
         def make_analyze(which: int):
             @user_errors
-            def analyze(path: str | None, task_value: str, other: str | None, known: dict) -> tuple:
-                result = analyze_source(hub, path, task_value, other, which)
+            def analyze(path: str | None, task_value: str, known: dict, request: gr.Request) -> tuple:
+                result = analyze_source(hub, path, task_value, which, _session_id(request))
                 known = {**known}
                 if result is None:
                     known.pop(str(which), None)
@@ -202,8 +208,7 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
 
         analyses = []
         for which, parts in zip((1, 2), sources):
-            other = sources[2 - which]["image"]
-            analyses.append((make_analyze(which), [parts["image"], task, other, drafts],
+            analyses.append((make_analyze(which), [parts["image"], task, drafts],
                              [parts["detection"], parts["segmentation"], parts["classes"], parts["caption"],
                               parts["note"], drafts, parts["objects"]]))
             parts["image"].change(analyses[-1][0], analyses[-1][1], analyses[-1][2], api_name=f"analyze_{which}",
@@ -234,8 +239,7 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
                       slider_source, history, request: gr.Request, progress=gr.Progress()) -> tuple:  # noqa: B008
             number = (history[-1]["number"] + 1) if history else 1
             out = run_fusion(hub, path_1, path_2, task_value, caption_1, caption_2, text_on, method_name,
-                             resize_on, number, progress=progress,
-                             session_id=getattr(request, "session_hash", None) or "default")
+                             resize_on, number, progress=progress, session_id=_session_id(request))
             history = add_to_history(history, out.run, config.history, config.output_dir)
             choices = [run["label"] for run in history]
             # The run's PNG files already hold these pixels: hand gradio the paths, not arrays to encode again.
@@ -269,6 +273,7 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
              run_b],
             # a job drafts its missing captions before it takes a network slot (ModelHub.network_slot), so the
             # queue lets drafting jobs in beside the fusing ones
+            validator=validate_fuse,
             api_name="fuse", concurrency_id=MODEL_QUEUE,
             concurrency_limit=config.concurrency + config.draft_concurrency,
             scroll_to_output=True,

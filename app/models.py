@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 BASELINE_CACHE_SIZE = 16
 #: How many uploads' drafts (maps + caption) are remembered for the Fuse that follows.
 DRAFT_CACHE_SIZE = 16
+#: How many browser sessions' shown warnings are remembered (one toast per cause and session).
+TOAST_SESSIONS = 256
 
 
 @dataclass
@@ -84,6 +86,7 @@ class ModelHub:
         self._baselines: OrderedDict[str, dict[str, np.ndarray | dict[str, float]]] = OrderedDict()
         self._pairs: OrderedDict[tuple, LoadedPair] = OrderedDict()
         self._drafts: OrderedDict[tuple, CaptionedSource] = OrderedDict()
+        self._toasts: OrderedDict[str, set[str]] = OrderedDict()
         self._slots = threading.BoundedSemaphore(config.concurrency)
         self._waiting = 0
         wants_cuda = config.device in ("auto", "cuda")
@@ -92,6 +95,19 @@ class ModelHub:
         if config.device == "cuda" and self.device == "cpu":
             self.device_note = "TGIF_APP_DEVICE=cuda but no CUDA device is visible; running on the CPU"
             logger.warning(self.device_note)
+
+    def first_time(self, session_id: str, message: str) -> bool:
+        """True the first time ``message`` is to be shown to browser session ``session_id`` (one toast per cause:
+        the same warning is not repeated per source, per analysis and per Fuse)."""
+        with self._lock:
+            shown = self._toasts.setdefault(session_id, set())
+            self._toasts.move_to_end(session_id)
+            while len(self._toasts) > TOAST_SESSIONS:
+                self._toasts.popitem(last=False)
+            if message in shown:
+                return False
+            shown.add(message)
+            return True
 
     @contextmanager
     def network_slot(self, waiting: Callable[[int], None] = lambda ahead: None) -> Iterator[None]:

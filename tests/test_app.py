@@ -113,7 +113,7 @@ def test_missing_weights_offer_baselines_with_a_notice(app_env, monkeypatch):
 
 
 def test_analyze_gives_maps_classes_and_a_drafted_caption(hub):
-    result = analyze_source(hub, str(IR), "ivf", str(VI), 1)
+    result = analyze_source(hub, str(IR), "ivf", 1)
     image, boxes = result.detection
     assert image.shape == (240, 320, 3) and image.dtype == np.uint8
     assert all(len(box) == 4 and isinstance(label, str) for box, label in boxes)
@@ -122,7 +122,7 @@ def test_analyze_gives_maps_classes_and_a_drafted_caption(hub):
     assert result.classes.startswith("**Detected:**")
     assert "infrared" in result.caption and len(result.caption) > 40
     assert "template drafter" in result.caption_note
-    assert analyze_source(hub, None, "ivf", None, 1) is None
+    assert analyze_source(hub, None, "ivf", 1) is None
 
 
 def test_offline_without_detector_weights_still_drafts_and_fuses(app_env, monkeypatch):
@@ -130,7 +130,7 @@ def test_offline_without_detector_weights_still_drafts_and_fuses(app_env, monkey
     monkeypatch.setenv("TGIF_CACHE_DIR", str(app_env / "cache-offline"))
     offline = ModelHub(AppConfig(output_dir=app_env / "out-offline", captioner="template", device="cpu"))
     with pytest.warns(UserWarning, match="No object detection .*segmentation only"):
-        result = analyze_source(offline, str(IR), "ivf", None, 1)
+        result = analyze_source(offline, str(IR), "ivf", 1)
     assert result.detection[1] == [] and result.segmentation[1]  # no boxes, regions still drawn
     assert "no objects" in result.classes and "infrared" in result.caption
     out = _run(offline)  # empty captions are drafted the same way; the fusion runs
@@ -142,21 +142,49 @@ def test_offline_without_detector_weights_still_drafts_and_fuses(app_env, monkey
     assert out.summary.count("No object detection") == 1
 
 
-def test_analyze_warns_when_sizes_differ(hub, tmp_path):
-    small = tmp_path / "small.png"
-    gr_image = (load_image(VI).pixels[:100, :120] * 255).astype(np.uint8)
+def test_fuse_validator_checks_sources_before_the_job_runs(hub, tmp_path):
     from PIL import Image
 
-    Image.fromarray(gr_image).save(small)
-    with pytest.warns(UserWarning, match="differ in size"):
-        analyze_source(hub, str(IR), "ivf", str(small), 1)
+    from app.callbacks import validate_fuse
+
+    small = tmp_path / "small.png"
+    Image.fromarray((load_image(VI).pixels[:100, :120] * 255).astype(np.uint8)).save(small)
+    rotated = tmp_path / "rotated.jpg"  # stored 240 wide, 320 high, shown 320x240 (EXIF orientation 6)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.full((320, 240), 128, np.uint8)).save(rotated, exif=exif)
+    def failures(path_1, path_2, resize=False):
+        checks = validate_fuse(path_1, path_2, "ivf", "", "", True, "TGIF", resize, "source 2", [])
+        assert len(checks) == 10  # one per input of the Fuse event
+        return [c["message"] for c in checks if not c["is_valid"]]
+
+    assert failures(str(IR), str(VI)) == [] and failures(str(IR), str(rotated)) == []
+    assert failures(str(IR), str(small)) == ["The sources differ in size (320x240 vs 120x100): tick “Resize source 2 "
+                                             "to source 1” to fuse them."]
+    assert failures(str(IR), str(small), resize=True) == []
+    assert failures(None, str(VI)) == ["Source 1 (infrared) is missing: upload an image."]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    assert failures(str(IR), str(bad)) == []  # the job itself says what is wrong with the file
+
+
+def test_a_warning_is_shown_once_per_browser_session(app_env, monkeypatch):
+    from app import callbacks
+
+    shown: list[str] = []
+    monkeypatch.setattr(callbacks.gr, "Warning", lambda message, *a, **k: shown.append(message))
+    hub = ModelHub(AppConfig(output_dir=app_env / "out-toasts", device="cpu"))
+    for session in ("alice", "alice", "bob"):
+        callbacks.warn_once(hub, session, "No object detection available")
+    callbacks.warn_once(hub, "alice", "another cause")
+    assert shown == ["No object detection available", "No object detection available", "another cause"]
 
 
 def test_corrupt_upload_is_a_clear_error(hub, tmp_path):
     bad = tmp_path / "scan.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     with pytest.raises(gr.Error, match="scan.png"):
-        user_errors(analyze_source)(hub, str(bad), "ivf", None, 1)
+        user_errors(analyze_source)(hub, str(bad), "ivf", 1)
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
     with pytest.raises(gr.Error, match="empty.jpg"):
@@ -172,7 +200,7 @@ def test_gpt_failure_falls_back_and_never_shows_the_key(app_env, monkeypatch):
     hub = ModelHub(AppConfig(output_dir=app_env / "out3", captioner="gpt", device="cpu"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = analyze_source(hub, str(IR), "ivf", None, 1)
+        result = analyze_source(hub, str(IR), "ivf", 1)
     assert result.caption_note.startswith("⚠️ GPT could not caption")
     assert "template" in result.caption_note and result.caption
     shown = result.caption_note + result.caption + " ".join(str(w.message) for w in caught)
@@ -219,7 +247,7 @@ def test_tgif_run_writes_full_resolution_png_json_and_csv(hub):
 
 def test_empty_captions_are_drafted_and_reported(hub):
     out = _run(hub, captions=("", "  "))
-    drafted = analyze_source(hub, str(IR), "ivf", None, 1).caption
+    drafted = analyze_source(hub, str(IR), "ivf", 1).caption
     assert out.run["captions"][0] == drafted
     assert "visible" in out.run["captions"][1]
     record = json.loads(Path(out.files[1]).read_text())
@@ -268,7 +296,7 @@ def test_text_steers_and_compare_reports_exact_deltas(hub):
 
 
 def test_detection_chips_name_class_and_position_and_a_click_adds_a_phrase(hub):
-    result = analyze_source(hub, str(IR), "ivf", str(VI), 1)
+    result = analyze_source(hub, str(IR), "ivf", 1)
     assert len(result.objects) == len(result.detection[1])
     for (_, chip), (label, position) in zip(result.detection[1], result.objects):
         assert chip == f"{label} {position}" and position.split()[0] in ("on", "in", "at")
@@ -281,8 +309,8 @@ def test_detection_chips_name_class_and_position_and_a_click_adds_a_phrase(hub):
 
 
 def test_text_effect_map_shows_what_a_caption_edit_changed(hub):
-    drafts = (analyze_source(hub, str(IR), "ivf", str(VI), 1).caption,
-              analyze_source(hub, str(VI), "ivf", str(IR), 2).caption)
+    drafts = (analyze_source(hub, str(IR), "ivf", 1).caption,
+              analyze_source(hub, str(VI), "ivf", 2).caption)
     plain = _run(hub, captions=drafts)
     assert plain.text_effect is None and "text-effect map is empty" in plain.summary
     edited = (drafts[0] + " Highlight the person on the left.", drafts[1])
@@ -313,8 +341,7 @@ def server(app_env, hub):
 
 def test_api_analyze_and_fuse_and_compare(server):
     client = Client(server, verbose=False)
-    det, seg, classes, caption, note = client.predict(handle_file(str(IR)), "ivf", handle_file(str(VI)),
-                                                      api_name="/analyze_1")
+    det, seg, classes, caption, note = client.predict(handle_file(str(IR)), "ivf", api_name="/analyze_1")
     assert Path(det["image"]).is_file() and "infrared" in caption and "template" in note
     outputs = client.predict(handle_file(str(IR)), handle_file(str(VI)), "ivf", caption, "a car on the left",
                              True, "TGIF", False, "source 2", api_name="/fuse")
@@ -410,7 +437,7 @@ def test_a_hanging_caption_server_delays_neither_its_user_much_nor_anyone_elses_
         def analyse() -> None:
             begin = time.perf_counter()
             _, _, _, caption, note = Client(url, verbose=False).predict(
-                handle_file(str(IR)), "ivf", None, api_name="/analyze_1")
+                handle_file(str(IR)), "ivf", api_name="/analyze_1")
             results["analyse_s"], results["note"], results["caption"] = time.perf_counter() - begin, note, caption
 
         worker = threading.Thread(target=analyse)

@@ -290,6 +290,22 @@ def _decode_bytes(data: bytes, name: str, limit: int, on_large: OnLarge) -> Sour
     return SourceImage(_squeeze_grey(pixels), name, mode, original_size, notes)
 
 
+#: EXIF orientations that turn the stored image by 90 degrees (width and height swap when it is shown).
+_QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def read_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) of an image file as :func:`load_image` orients it (EXIF), read from its header alone;
+    None when the file is not a readable image (:func:`load_image` then says why)."""
+    try:
+        with _pil_open(path) as im:
+            width, height = int(im.size[0]), int(im.size[1])
+            turned = im.getexif().get(0x0112) in _QUARTER_TURNS
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+    return (height, width) if turned else (width, height)
+
+
 def load_image(
     source: ImageInput,
     *,
