@@ -257,16 +257,20 @@ def mark_best(table: pd.DataFrame) -> Any:
 
 
 def validate_fuse(path_1: str | None, path_2: str | None, task_value: str, *settings: Any) -> list[dict[str, Any]]:
-    """Gradio validator of Fuse, run before the job is queued: both sources are there and, unless “Resize” is
-    ticked, of one size (read from the files' headers). It takes the Fuse event's inputs (sources, task, then
-    caption 1, caption 2, text, method, resize, slider choice, history) and gives one ``gr.validate`` per input;
-    a failed check is shown once, on its input, and no output changes.
+    """Gradio validator of Fuse, run before the job is queued: both sources are there, readable and, unless
+    “Resize” is ticked, of one size (read from the files' headers). It takes the Fuse event's inputs (sources,
+    task, then caption 1, caption 2, text, method, resize, slider choice, history) and gives one ``gr.validate``
+    per input; a failed check is shown once, on its input, and no output changes.
     """
     resize = bool(settings[4])
     names = source_labels(task_value)
     checks = [gr.validate(bool(path), f"Source {which} ({names[which - 1]}) is missing: upload an image.")
               for which, path in ((1, path_1), (2, path_2))]
-    sizes = (read_size(path_1), read_size(path_2)) if path_1 and path_2 else (None, None)
+    sizes = [read_size(path) if path else None for path in (path_1, path_2)]
+    for index, path in enumerate((path_1, path_2)):
+        if path and sizes[index] is None:
+            checks[index] = gr.validate(False, f"{Path(path).name}: not a readable image file (unknown or corrupt "
+                                               "format); upload another image.")
     if not resize and None not in sizes and sizes[0] != sizes[1]:
         checks[1] = gr.validate(False, f"The sources differ in size ({describe_size(sizes[0])} vs "
                                        f"{describe_size(sizes[1])}): tick “Resize source 2 to source 1” to fuse them.")

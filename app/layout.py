@@ -99,8 +99,8 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
                    delete_cache=GRADIO_CACHE_CLEANUP) as demo:
         gr.Markdown(
             "# TGIF · Text-Guided Image Fusion\n"
-            "Upload two images of one scene (or pick an example right under the uploads), check the maps and the "
-            "drafted captions, edit them (click a detected object to ask for it to stand out), and press **Fuse**. "
+            "Upload two images of one scene (or pick an example right under the Fuse button), check the maps and "
+            "the drafted captions, edit them (click a detected object to ask for it to stand out), and press **Fuse**. "
             "Fuse again with another caption to see how text steers the result."
         )
         device = f"**Network device:** {hub.device_label}" + (f" · {hub.device_note}" if hub.device_note else "")
@@ -120,17 +120,17 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
                 with gr.Column():
                     parts = {
                         "image": SourceUpload(label=f"Source {which} · {labels[which - 1]}", type="filepath",
-                                              sources=["upload", "clipboard"], height=240,
+                                              sources=["upload", "clipboard"], height=200,
                                               elem_id=f"source_{which}"),
                     }
                     with gr.Row():  # the two maps side by side: the captions and Fuse stay near the top
-                        parts["detection"] = gr.AnnotatedImage(label=f"Detections {which}", height=200,
+                        parts["detection"] = gr.AnnotatedImage(label=f"Detections {which}", height=160,
                                                                elem_id=f"detections_{which}")
-                        parts["segmentation"] = gr.AnnotatedImage(label=f"Segmentation {which}", height=200,
+                        parts["segmentation"] = gr.AnnotatedImage(label=f"Segmentation {which}", height=160,
                                                                   elem_id=f"segmentation_{which}")
                     parts |= {
                         "classes": gr.Markdown(elem_id=f"classes_{which}"),
-                        "caption": gr.Textbox(label=f"Caption {which}", lines=3, max_length=MAX_CAPTION_CHARS,
+                        "caption": gr.Textbox(label=f"Caption {which}", lines=2, max_length=MAX_CAPTION_CHARS,
                                               info="Edit freely; leave empty to have one drafted at Fuse.",
                                               elem_id=f"caption_{which}"),
                         "note": gr.Markdown(elem_id=f"caption_note_{which}"),
@@ -140,12 +140,6 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
                     }
                     sources.append(parts)
 
-        gr.Examples(
-            examples=[[t, str(ASSETS / a), str(ASSETS / b)] for t, a, b in EXAMPLES],
-            inputs=[task, sources[0]["image"], sources[1]["image"]],
-            label="Examples (bundled, CC0 / public domain; see assets/README.md)",
-        )
-
         with gr.Row(equal_height=True):
             use_text = gr.Checkbox(True, label="Text guidance", elem_id="use_text",
                                    info="Off: the network's no-text path (ablation).")
@@ -154,7 +148,13 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
             slider_with = gr.Radio(SLIDER_CHOICES, value="source 2", label="Slider compares the result with",
                                    elem_id="slider_with")
             fuse = gr.Button("Fuse", variant="primary", elem_id="fuse_btn", scale=0, min_width=160)
+        gr.Examples(
+            examples=[[t, str(ASSETS / a), str(ASSETS / b)] for t, a, b in EXAMPLES],
+            inputs=[task, sources[0]["image"], sources[1]["image"]],
+            label="Examples: click one to load it (bundled, CC0 / public domain; see assets/README.md)",
+        )
         summary = gr.Markdown(elem_id="summary")
+
         with gr.Row():
             view_1 = gr.Image(label="Source 1", format="png", interactive=False, elem_id="view_1")
             fused = gr.Image(label="Fused (full resolution PNG)", format="png", interactive=False, elem_id="fused")
@@ -211,8 +211,10 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
             analyses.append((make_analyze(which), [parts["image"], task, drafts],
                              [parts["detection"], parts["segmentation"], parts["classes"], parts["caption"],
                               parts["note"], drafts, parts["objects"]]))
+            # progress and a failure show on the detection map only, not on every panel of the source
             parts["image"].change(analyses[-1][0], analyses[-1][1], analyses[-1][2], api_name=f"analyze_{which}",
-                                  concurrency_id=DRAFT_QUEUE, concurrency_limit=config.draft_concurrency)
+                                  concurrency_id=DRAFT_QUEUE, concurrency_limit=config.draft_concurrency,
+                                  show_progress_on=[parts["detection"]])
             parts["reset"].click(lambda known, w=which: known.get(str(w), ""), [drafts], [parts["caption"]],
                                  api_name=f"reset_caption_{which}")
 
@@ -231,8 +233,8 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
 
         task.change(on_task, [task], [sources[0]["image"], sources[1]["image"], method, notice],
                     api_name=False).then(
-            *analyses[0], api_name=False, concurrency_id=DRAFT_QUEUE).then(
-            *analyses[1], api_name=False, concurrency_id=DRAFT_QUEUE)
+            *analyses[0], api_name=False, concurrency_id=DRAFT_QUEUE, show_progress_on=[sources[0]["detection"]]).then(
+            *analyses[1], api_name=False, concurrency_id=DRAFT_QUEUE, show_progress_on=[sources[1]["detection"]])
 
         @user_errors
         def fuse_pair(path_1, path_2, task_value, caption_1, caption_2, text_on, method_name, resize_on,
@@ -263,22 +265,29 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
             return (before, run["png"])
 
         compare_outputs = [compare_a, compare_b, compare_diff, compare_table, compare_text]
-        # the button says it is busy while the job runs (and comes back however the job ends)
-        job = fuse.click(lambda: gr.update(interactive=False, value="Fusing…"), None, fuse, queue=False,
-                         api_name=False).then(
-            fuse_pair,
-            [sources[0]["image"], sources[1]["image"], task, sources[0]["caption"], sources[1]["caption"], use_text,
-             method, resize, slider_with, runs],
+        fuse_inputs = [sources[0]["image"], sources[1]["image"], task, sources[0]["caption"], sources[1]["caption"],
+                       use_text, method, resize, slider_with, runs]
+        # checked before anything is queued: a failed check is shown on its input, the button and panels stay as
+        # they are; then the button says it is busy while the job runs (and comes back however the job ends)
+        job = fuse.click(lambda *values: gr.update(interactive=False, value="Fusing…"), fuse_inputs, fuse,
+                         validator=validate_fuse, concurrency_limit=None, api_name=False, show_progress="hidden").then(
+            fuse_pair, fuse_inputs,
             [fused, view_1, view_2, slider, error_1, error_2, text_effect, table, plot, summary, files, runs, run_a,
              run_b],
             # a job drafts its missing captions before it takes a network slot (ModelHub.network_slot), so the
             # queue lets drafting jobs in beside the fusing ones
-            validator=validate_fuse,
             api_name="fuse", concurrency_id=MODEL_QUEUE,
             concurrency_limit=config.concurrency + config.draft_concurrency,
             scroll_to_output=True,
+            show_progress_on=[fused],  # progress (and a failure) shows on the result, not on every panel
         )
         job.then(lambda: gr.update(interactive=True, value="Fuse"), None, fuse, queue=False, api_name=False)
+        # a failed Fuse leaves the panels as they were, says so in the summary and gives the button back
+        def after_failure(history: list) -> tuple:
+            last = f"; the results below are from run {history[-1]['number']}" if history else ""
+            return f"**The last Fuse failed** (the message says why){last}.", gr.update(interactive=True, value="Fuse")
+
+        job.failure(after_failure, [runs], [summary, fuse], queue=False, api_name=False)
         job.success(compare, [run_a, run_b, runs], compare_outputs, api_name=False)
         run_a.input(compare, [run_a, run_b, runs], compare_outputs, api_name="compare")
         run_b.input(compare, [run_a, run_b, runs], compare_outputs, api_name=False)

@@ -165,7 +165,8 @@ def test_fuse_validator_checks_sources_before_the_job_runs(hub, tmp_path):
     assert failures(None, str(VI)) == ["Source 1 (infrared) is missing: upload an image."]
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
-    assert failures(str(IR), str(bad)) == []  # the job itself says what is wrong with the file
+    assert failures(str(IR), str(bad)) == ["bad.png: not a readable image file (unknown or corrupt format); upload "
+                                           "another image."]
 
 
 def test_a_warning_is_shown_once_per_browser_session(app_env, monkeypatch):

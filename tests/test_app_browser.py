@@ -155,3 +155,52 @@ def test_upload_edit_fuse_compare_in_chromium(app_url, tmp_path):
     (out_dir / "app_fuse_timing.json").write_text(json.dumps(timing, indent=1))
     assert shot.stat().st_size > 30_000 and steer_shot.stat().st_size > 20_000 and fresh.stat().st_size > 20_000
     assert not outside, f"the page requested outside resources: {outside[:5]}"
+
+
+def test_first_visit_and_failed_uploads_in_chromium(app_url, tmp_path):
+    """A newcomer's first screen (1400x1000): the Fuse button and the examples are on it. Then what goes wrong
+    is said once: a corrupt upload, and two sources of different sizes (caught before the job is queued)."""
+    out_dir = Path(os.environ.get("TGIF_SCREENSHOT_DIR") or tmp_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    expect = playwright_api.expect
+    broken = tmp_path / "scan.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    small = tmp_path / "small.png"
+    from PIL import Image
+
+    Image.open(VI).resize((120, 90)).save(small)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(app_url, wait_until="load")
+        button = page.locator("#fuse_btn")
+        expect(button).to_be_visible(timeout=60_000)
+        page.screenshot(path=str(out_dir / "app_first_visit.jpg"), type="jpeg", quality=85)
+        box = button.bounding_box()
+        assert box is not None and box["y"] + box["height"] <= 1000, f"Fuse is below the fold: {box}"
+
+        page.locator("#source_1 input[type=file]").set_input_files(str(broken))
+        page.locator("#source_2 input[type=file]").set_input_files(str(VI))
+        toast = page.locator(".toast-body", has_text="scan.png")
+        expect(toast.first).to_be_visible(timeout=60_000)
+        expect(toast).to_have_count(1)  # said once
+        expect(page.locator("#caption_2 textarea")).to_have_value(re.compile("visible"), timeout=120_000)
+        button.click()  # refused before it is queued: said on the source, once, and the button stays usable
+        refusal = page.get_by_text("scan.png: not a readable image file (unknown or corrupt format); upload")
+        expect(refusal.first).to_be_visible(timeout=30_000)
+        expect(button).to_have_text("Fuse")
+        expect(page.locator("#summary")).to_have_text("")  # no run, nothing pretends otherwise
+        page.screenshot(path=str(out_dir / "app_failed_upload.jpg"), full_page=False, type="jpeg", quality=85)
+
+        page.locator("#source_1 input[type=file]").set_input_files(str(IR))
+        page.locator("#source_2 input[type=file]").set_input_files(str(small))
+        expect(page.locator("#caption_1 textarea")).to_have_value(re.compile("infrared"), timeout=120_000)
+        expect(page.locator("#caption_2 textarea")).to_have_value(re.compile("visible"), timeout=120_000)
+        assert page.locator(".toast-body", has_text="differ in size").count() == 0  # no toast while uploading
+        button.click()
+        message = page.get_by_text("The sources differ in size", exact=False)
+        expect(message.first).to_be_visible(timeout=30_000)
+        expect(button).to_have_text("Fuse")
+        page.screenshot(path=str(out_dir / "app_sizes_differ.jpg"), full_page=False, type="jpeg", quality=85)
+        assert message.count() == 1, message.all_inner_texts()
+        browser.close()
