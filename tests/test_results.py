@@ -104,3 +104,25 @@ def test_standing_counts_wins_per_method_per_metric_best_and_published_rows():
     assert lines[3].endswith("VIF +1.000, Qabf -3.000")
     assert len(lines) == 4
     assert standing([lap, top]) == ""  # no TGIF row, nothing to say
+
+
+def test_sweep_section_marks_the_chosen_setting(tmp_path, monkeypatch):
+    import tgif.results as results
+    from tgif.train.loop import append_csv
+
+    (tmp_path / "logs").mkdir()
+    reference = {"EN": 7.0, "SD": 50.0, "SF": 20.0, "AG": 5.0, "VIF": 1.5, "Qabf": 0.75}
+    sharp = {"EN": 7.1, "SD": 60.0, "SF": 22.0, "AG": 5.5, "VIF": 1.4, "Qabf": 0.70}  # 4 wins, fidelity lost
+    faithful = {"EN": 7.05, "SD": 51.0, "SF": 19.0, "AG": 4.9, "VIF": 1.49, "Qabf": 0.74}  # 2 wins, fidelity kept
+    for name, grad, scores, wins, kept in (("g500_s1", 500, sharp, 4, 0), ("g20_s1", 20, faithful, 2, 1)):
+        append_csv(tmp_path / "logs" / "sweep_mef.csv",
+                   {"setting": name, "grad_weight": grad, "ssim_weight": 1.0, "steps": 800, **scores,
+                    **{f"ref_{k}": v for k, v in reference.items()}, "wins": wins, "margin": 0.01,
+                    "fidelity_kept": kept})
+    monkeypatch.setattr(results, "WEIGHTS_DIR", tmp_path)
+    section = results.sweep_section()
+    assert "**MEF**, 800 steps per setting from tgif_ivf_base" in section
+    assert "| **20** | **1** | 7.050 |" in section and "| 500 | 1 | 7.100 |" in section
+    assert "| *Laplacian pyramid* | | *7.000* |" in section and "sweep_mff" not in section
+    monkeypatch.setattr(results, "WEIGHTS_DIR", tmp_path / "nothing")
+    assert results.sweep_section() == ""

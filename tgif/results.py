@@ -417,7 +417,7 @@ def build_results(settings: ResultsSettings | None = None,
         (out / "bench_pipeline.json").write_text(json.dumps(speed, indent=1))
 
     markdown = _render(settings, sections, ablation_md, sensitivity_md, speed_md, throughput, qualitative, curves,
-                       figures, docs, time.perf_counter() - started, steering_md)
+                       figures, docs, time.perf_counter() - started, steering_md, sweep_section())
     path = docs / "RESULTS.md"
     if is_main():
         docs.mkdir(parents=True, exist_ok=True)
@@ -511,9 +511,46 @@ def ablation_steering_section(limit: int | None = None, progress: bool = False,
             "| no text | — | — | — | — | — | — |\n" + "\n".join(rows))
 
 
+#: Committed loss-weight sweeps (``tgif sweep``): (file stem under weights/logs, task, how each run started).
+SWEEPS = (("sweep_mef", "MEF", "from tgif_ivf_base"), ("sweep_mef_scratch", "MEF", "from random weights"),
+          ("sweep_mff", "MFF", "from tgif_ivf_base"))
+
+
+def sweep_section() -> str:
+    """The committed loss-weight sweeps as markdown tables (held-out training pairs, Laplacian pyramid beside,
+    the chosen setting in bold); empty when none is committed."""
+    from tgif.train.sweep import FIDELITY_TOLERANCE, choose, read_sweep
+
+    parts = []
+    for stem, task, start in SWEEPS:
+        path = WEIGHTS_DIR / "logs" / f"{stem}.csv"
+        if not path.exists():
+            continue
+        rows = read_sweep(path)
+        best = choose(rows)["setting"]
+        lines = [f"**{task}**, {rows[0]['steps']} steps per setting {start} (`weights/logs/{stem}.csv`):", "",
+                 "| gradient weight | SSIM weight | " + " | ".join(PAPER_METRICS) + " | wins | margin | fidelity |",
+                 "|---:|---:|" + "---:|" * len(PAPER_METRICS) + "---:|---:|:---:|"]
+        for row in rows:
+            bold = "**" if row["setting"] == best else ""
+            cells = " | ".join(f"{row[m]:.3f}" for m in PAPER_METRICS)
+            lines.append(f"| {bold}{row['grad_weight']:g}{bold} | {bold}{row['ssim_weight']:g}{bold} | {cells} | "
+                         f"{row['wins']} | {row['margin']:+.3f} | {'yes' if row['fidelity_kept'] else 'no'} |")
+        lines.append("| *Laplacian pyramid* | | " + " | ".join(f"*{rows[0]['ref_' + m]:.3f}*" for m in PAPER_METRICS)
+                     + " | | | |")
+        parts += [*lines, ""]
+    if not parts:
+        return ""
+    intro = ("Each setting trained for the same budget (`tgif sweep`), scored on the pack's held-out training pairs "
+             "(never a test set) against the Laplacian pyramid on the same pairs. Choice rule: VIF and Qabf both "
+             f"within {FIDELITY_TOLERANCE:.0%} of the pyramid's (*fidelity kept*), then the most metrics above it "
+             "(*wins*), then the mean relative difference over the six (*margin*). The chosen setting is in bold.")
+    return "\n".join([intro, "", *parts])
+
+
 def _render(settings: ResultsSettings, sections: list[str], ablation_md: str, sensitivity_md: str, speed_md: str,
             throughput: dict[str, float], qualitative: list[Path], curves: list[Path], figures: Path, docs: Path,
-            seconds: float, steering_md: str = "") -> str:
+            seconds: float, steering_md: str = "", sweep_md: str = "") -> str:
     rel = lambda p: os.path.relpath(p, docs)  # noqa: E731
     limit = f" **Only the first {settings.limit} pairs of each dataset were used.**" if settings.limit else ""
     parts = [
@@ -540,6 +577,8 @@ def _render(settings: ResultsSettings, sections: list[str], ablation_md: str, se
                   f"![ablation]({rel(figures / 'ablation.png')})", ""]
     if steering_md:
         parts += ["## Steering: a caption that names an object", "", steering_md, ""]
+    if sweep_md:
+        parts += ["## Loss weights for MEF and MFF", "", sweep_md, ""]
     if sensitivity_md:
         parts += ["## Caption sensitivity", "",
                   "The main IVF model on msrs_test with different captions for the same pairs. "
