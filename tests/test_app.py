@@ -550,3 +550,59 @@ def test_the_metric_table_marks_the_best_value_of_each_metric():
     bold = sorted(key for key, props in styles.items() if ("font-weight", "bold") in props)
     assert bold == [(0, 1), (1, 2)] and "font-weight: bold" in BEST_CELL_STYLE  # EN: TGIF; VIF: max
     assert table.loc[0, "EN"] == 6.6  # the values are unchanged
+
+
+def test_four_clients_fusing_at_once_get_their_own_results_without_idle_gaps(server):
+    """4 clients x 2 Fuse calls at once: no errors, no mix-ups (each record holds its client's caption and run
+    number), the queue adds no idle gaps (wall time within 1.25x the summed server work), and the waiting jobs
+    are told so (queue rank or "Waiting for the network: ... ahead")."""
+    import json
+    import threading
+    import time
+
+    seen_waiting: list[str] = []
+    results: dict[int, list[dict]] = {}
+    errors: list[BaseException] = []
+
+    def client_runs(index: int) -> None:
+        client = Client(server, verbose=False)
+        runs = []
+        for call in range(2):
+            caption = f"client {index} call {call}: a person walks on the road"
+            try:
+                job = client.submit(handle_file(str(IR)), handle_file(str(VI)), "ivf", caption, "a dark street",
+                                    True, "TGIF", False, "source 2", api_name="/fuse")
+                while not job.done():
+                    status = job.status()
+                    if status.rank:
+                        seen_waiting.append(f"rank {status.rank}")
+                    for unit in status.progress_data or []:
+                        if unit.desc and unit.desc.startswith("Waiting for the network"):
+                            seen_waiting.append(unit.desc)
+                    time.sleep(0.05)
+                outputs = job.result()
+            except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+                return
+            record = json.loads(Path(outputs[10][1]).read_text())
+            runs.append({"caption": caption, "record": record, "summary": outputs[9]})
+        results[index] = runs
+
+    Client(server, verbose=False).predict(handle_file(str(IR)), handle_file(str(VI)), "ivf", "a", "b", True, "TGIF",
+                                          False, "source 2", api_name="/fuse")  # warm-up: models loaded
+    threads = [threading.Thread(target=client_runs, args=(index,)) for index in range(4)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    wall = time.perf_counter() - started
+    assert not errors, errors
+    work = 0.0
+    for runs in results.values():
+        for number, run in enumerate(runs, start=1):
+            assert run["record"]["captions"][0] == run["caption"]  # its own caption, no mix-up
+            assert f"Run {number}: TGIF" in run["summary"]  # its own session's run numbers
+            work += sum(run["record"]["seconds"].values())
+    assert len(results) == 4 and wall <= 1.25 * work + 2.0, (wall, work)
+    assert seen_waiting, "no waiting job was told its position"
