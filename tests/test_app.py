@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -82,6 +83,11 @@ def test_config_reads_and_checks_environment(monkeypatch, tmp_path):
     config = AppConfig.from_env()
     assert (config.concurrency, config.output_dir, config.preload) == (3, tmp_path, True)
     assert (config.queue_size, config.pairs, config.draft_concurrency) == (5, 2, 3)
+    assert config.max_pixels == (4_000_000 if torch.cuda.is_available() else 1_000_000)  # per device by default
+    monkeypatch.setenv("TGIF_APP_DEVICE", "cpu")
+    assert AppConfig.from_env().max_pixels == 1_000_000
+    monkeypatch.setenv("TGIF_APP_MAX_PIXELS", "2500000")
+    assert AppConfig.from_env().max_pixels == 2_500_000
     monkeypatch.setenv("TGIF_APP_CONCURRENCY", "many")
     with pytest.raises(TgifError, match="TGIF_APP_CONCURRENCY must be a whole number"):
         AppConfig.from_env()
