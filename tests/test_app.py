@@ -560,8 +560,8 @@ def test_the_metric_table_marks_the_best_value_of_each_metric():
 
 def test_four_clients_fusing_at_once_get_their_own_results_without_idle_gaps(server):
     """4 clients x 2 Fuse calls at once: no errors, no mix-ups (each record holds its client's caption and run
-    number), the queue adds no idle gaps (wall time within 1.25x the summed server work), and the waiting jobs
-    are told so (queue rank or "Waiting for the network: ... ahead")."""
+    number), the queue adds no idle gaps (all 8 done within 1.25x the time the same 8 calls take one after
+    another), and the waiting jobs are told so (queue rank or "Waiting for the network: ... ahead")."""
     import json
     import threading
     import time
@@ -594,8 +594,14 @@ def test_four_clients_fusing_at_once_get_their_own_results_without_idle_gaps(ser
             runs.append({"caption": caption, "record": record, "summary": outputs[9]})
         results[index] = runs
 
-    Client(server, verbose=False).predict(handle_file(str(IR)), handle_file(str(VI)), "ivf", "a", "b", True, "TGIF",
-                                          False, "source 2", api_name="/fuse")  # warm-up: models loaded
+    serial = Client(server, verbose=False)
+    serial.predict(handle_file(str(IR)), handle_file(str(VI)), "ivf", "a", "b", True, "TGIF", False, "source 2",
+                   api_name="/fuse")  # warm-up: models loaded
+    started = time.perf_counter()
+    for call in range(8):
+        serial.predict(handle_file(str(IR)), handle_file(str(VI)), "ivf", f"one after another {call}", "b", True,
+                       "TGIF", False, "source 2", api_name="/fuse")
+    one_after_another = time.perf_counter() - started
     threads = [threading.Thread(target=client_runs, args=(index,)) for index in range(4)]
     started = time.perf_counter()
     for thread in threads:
@@ -604,11 +610,9 @@ def test_four_clients_fusing_at_once_get_their_own_results_without_idle_gaps(ser
         thread.join(timeout=300)
     wall = time.perf_counter() - started
     assert not errors, errors
-    work = 0.0
     for runs in results.values():
         for number, run in enumerate(runs, start=1):
             assert run["record"]["captions"][0] == run["caption"]  # its own caption, no mix-up
             assert f"Run {number}: TGIF" in run["summary"]  # its own session's run numbers
-            work += sum(run["record"]["seconds"].values())
-    assert len(results) == 4 and wall <= 1.25 * work + 2.0, (wall, work)
+    assert len(results) == 4 and wall <= 1.25 * one_after_another, (wall, one_after_another)
     assert seen_waiting, "no waiting job was told its position"
