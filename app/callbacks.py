@@ -14,7 +14,8 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -310,6 +311,19 @@ def _load_pair(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
         return pair, [note]
 
 
+@contextmanager
+def _network(hub: ModelHub, progress: Callable[..., Any]) -> Iterator[None]:
+    """A network slot for this job, its wait shown in the progress bar and bounded by ``TGIF_APP_JOB_TIMEOUT``."""
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(hub.network_slot(lambda ahead: progress(0.3, desc=_waiting_text(ahead)),
+                                                 timeout=hub.config.job_timeout))
+        except TimeoutError:
+            raise gr.Error(f"The server is busy: this job waited {hub.config.job_timeout} s for the network without "
+                           "getting its turn. Try again in a minute.") from None
+        yield
+
+
 def _waiting_text(ahead: int) -> str:
     """What a job waiting for a network slot shows in its progress bar."""
     if not ahead:
@@ -370,7 +384,7 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
                 reference = None
                 notes.append("The captions are the drafts, so the text-effect map is empty: add a phrase (or click a "
                              "detected object) and fuse again to see what it changes.")
-        with hub.network_slot(lambda ahead: progress(0.3, desc=_waiting_text(ahead))):
+        with _network(hub, progress):
             progress(0.35, desc="Encoding captions and running the network" if use_text else "Running the network")
             result = session.fuse(tuple(captions) if use_text else None, use_text=use_text,
                                   reference_captions=reference)
@@ -391,7 +405,7 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
         notes.extend(result.notes)
         label = "TGIF" if use_text else "TGIF (no text)"
     else:
-        with hub.network_slot(lambda ahead: progress(0.3, desc=_waiting_text(ahead))):
+        with _network(hub, progress):
             progress(0.35, desc=f"Fusing with {method}")
             start = time.perf_counter()
             fused = BASELINES[method].fuse(pair)

@@ -3,6 +3,8 @@
 ``TGIF_APP_DEVICE``        ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
 ``TGIF_APP_CONCURRENCY``   how many fusions run at once (network slots, default 1); the rest wait, told how many are
                            ahead. Captions a job must draft are drafted before it takes a slot.
+``TGIF_APP_JOB_TIMEOUT``   seconds a Fuse job may wait for a network slot before it is told the server is busy
+                           (default 120; the fusion itself is bounded by the upload limit).
 ``TGIF_APP_DRAFT_CONCURRENCY`` how many uploads are analysed (maps + drafted caption) at once, in their own queue
                            so that a slow GPT caption never delays a Fuse (default 4).
 ``TGIF_APP_MAX_PIXELS``    larger uploads are downscaled to this many pixels, with a notice (default 4 MP with a
@@ -66,6 +68,7 @@ class AppConfig:
     history: int = 8
     pairs: int = 4
     queue_size: int = 16
+    job_timeout: int = 120
     preload: bool = False
     captioner: str = "auto"
     segmenter: str = "classic"
@@ -86,6 +89,7 @@ class AppConfig:
             history=_int("TGIF_APP_HISTORY", cls.history, minimum=2),
             pairs=_int("TGIF_APP_PAIRS", cls.pairs),
             queue_size=_int("TGIF_APP_QUEUE_SIZE", cls.queue_size),
+            job_timeout=_int("TGIF_APP_JOB_TIMEOUT", cls.job_timeout),
             preload=os.environ.get("TGIF_APP_PRELOAD", "").strip() in ("1", "true", "yes"),
             captioner=os.environ.get("TGIF_APP_CAPTIONER", "auto").strip() or "auto",
             segmenter=os.environ.get("TGIF_APP_SEGMENTER", "classic").strip() or "classic",

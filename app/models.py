@@ -110,11 +110,15 @@ class ModelHub:
             return True
 
     @contextmanager
-    def network_slot(self, waiting: Callable[[int], None] = lambda ahead: None) -> Iterator[None]:
+    def network_slot(self, waiting: Callable[[int], None] = lambda ahead: None,
+                     timeout: float | None = None) -> Iterator[None]:
         """Hold one of the ``TGIF_APP_CONCURRENCY`` network slots for the ``with`` block.
 
         When none is free, ``waiting(n)`` is called once with the number of jobs waiting before this one
         (so the user sees a queue position) and the block starts when a slot frees up.
+
+        Raises:
+            TimeoutError: no slot came free within ``timeout`` seconds (None: wait as long as it takes).
         """
         if not self._slots.acquire(blocking=False):
             with self._lock:
@@ -122,7 +126,8 @@ class ModelHub:
                 self._waiting += 1
             waiting(ahead)
             try:
-                self._slots.acquire()
+                if not self._slots.acquire(timeout=timeout):
+                    raise TimeoutError(f"no network slot came free within {timeout:g} s")
             finally:
                 with self._lock:
                     self._waiting -= 1

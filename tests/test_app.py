@@ -80,7 +80,9 @@ def test_config_reads_and_checks_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("TGIF_APP_QUEUE_SIZE", "5")
     monkeypatch.setenv("TGIF_APP_PAIRS", "2")
     monkeypatch.setenv("TGIF_APP_DRAFT_CONCURRENCY", "3")
+    monkeypatch.setenv("TGIF_APP_JOB_TIMEOUT", "45")
     config = AppConfig.from_env()
+    assert config.job_timeout == 45
     assert (config.concurrency, config.output_dir, config.preload) == (3, tmp_path, True)
     assert (config.queue_size, config.pairs, config.draft_concurrency) == (5, 2, 3)
     assert config.max_pixels == (4_000_000 if torch.cuda.is_available() else 1_000_000)  # per device by default
@@ -513,6 +515,14 @@ def test_network_slots_make_later_jobs_wait_and_say_how_many_are_ahead(app_env):
     for thread in threads:
         thread.join(10)
     assert told == {"second": 0, "third": 1} and order[0] == "first" and sorted(order) == ["first", "second", "third"]
+
+    # a job that cannot get a slot within TGIF_APP_JOB_TIMEOUT is told the server is busy
+    from app.callbacks import _network
+
+    busy = ModelHub(AppConfig(output_dir=app_env / "out-slots", concurrency=1, device="cpu", job_timeout=1))
+    with busy.network_slot(), pytest.raises(gr.Error, match="The server is busy: this job waited 1 s"):
+        with _network(busy, lambda *a, **k: None):
+            pass
 
 
 def test_run_files_live_as_long_as_the_session_history(app_env):
