@@ -482,8 +482,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     values["task"] = args.task
     values.setdefault("pack", f"runs/packs/{args.task}.pt")
     values.setdefault("out_dir", f"runs/{args.task}")
-    if not Path(values["pack"]).exists():
-        raise TgifError(f"training pack {values['pack']} not found; build it with: tgif pack --task {args.task}")
+    _require_pack(values["pack"], args.task)
     try:
         settings = TrainSettings(**values)
     except ValueError as exc:
@@ -493,32 +492,38 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_pack(path: str | Path, task: str) -> Path:
+    """``path`` as a Path when the training pack is there; else the error that says how to build it."""
+    if not Path(path).exists():
+        raise TgifError(f"training pack {path} not found; build it with: tgif pack --task {task}")
+    return Path(path)
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     """``tgif sweep``: one short run per loss-weight pair, the table and the chosen pair printed."""
+    from tgif.metrics import PAPER_METRICS
     from tgif.train.loop import TrainSettings
     from tgif.train.sweep import FIDELITY_TOLERANCE, choose, run_sweep
 
     values: dict = _load_settings_file(args.config or f"configs/{args.task}.yaml")
-    values.update(task=args.task, steps=args.steps, out_dir="unused")
+    out = Path(args.out or f"runs/sweep_{args.task}")
+    values.update(task=args.task, steps=args.steps, out_dir=str(out))  # each setting runs in a folder below it
     if args.procs is not None:
         values["procs"] = args.procs
-    if not Path(values["pack"]).exists():
-        raise TgifError(f"training pack {values['pack']} not found; build it with: tgif pack --task {args.task}")
+    _require_pack(values["pack"], args.task)
     try:
         base = TrainSettings(**values)
         grads, ssims = ([float(v) for v in _split(text)] for text in (args.grad_weights, args.ssim_weights))
     except ValueError as exc:
         raise TgifError(f"sweep settings: {exc}") from exc
-    out = Path(args.out or f"runs/sweep_{args.task}")
     rows = run_sweep(base, grads, ssims, out, progress=not args.no_progress)
     print(f"{args.task} loss-weight sweep, {args.steps} steps each, scored on the held-out training pairs "
           f"(wins over the Laplacian pyramid; fidelity = VIF and Qabf within {FIDELITY_TOLERANCE:.0%} of it):")
-    metrics = ("EN", "SD", "SF", "AG", "VIF", "Qabf")
-    print(f"  {'setting':<12}" + "".join(f"{m:>8}" for m in metrics) + "  wins  margin  fidelity")
+    print(f"  {'setting':<12}" + "".join(f"{m:>8}" for m in PAPER_METRICS) + "  wins  margin  fidelity")
     for row in rows:
-        print(f"  {row['setting']:<12}" + "".join(f"{row[m]:8.3f}" for m in metrics) +
+        print(f"  {row['setting']:<12}" + "".join(f"{row[m]:8.3f}" for m in PAPER_METRICS) +
               f"  {row['wins']:>4}  {row['margin']:+.3f}  {'yes' if row['fidelity_kept'] else 'no':>8}")
-    print(f"  {'laplacian':<12}" + "".join(f"{rows[0]['ref_' + m]:8.3f}" for m in metrics))
+    print(f"  {'laplacian':<12}" + "".join(f"{rows[0]['ref_' + m]:8.3f}" for m in PAPER_METRICS))
     best = choose(rows)
     print(f"chosen: grad_weight {best['grad_weight']:g}, ssim_weight {best['ssim_weight']:g} ({out / 'sweep.csv'})")
     return 0
@@ -604,9 +609,7 @@ def _bench_train(args: argparse.Namespace) -> int:
 
     from tgif.bench import bench_train
 
-    pack = Path(args.pack or f"runs/packs/{args.task}.pt")
-    if not pack.exists():
-        raise TgifError(f"training pack {pack} not found; build it with: tgif pack --task {args.task}")
+    pack = _require_pack(args.pack or f"runs/packs/{args.task}.pt", args.task)
     procs = tuple(int(v) for v in _split(args.procs))
     print(f"{args.task} training steps on {pack} (batch 2, 128x128 crops, {torch.get_num_threads()} threads; median "
           f"step of {args.repeat} interleaved runs of 40 steps after 5 warm-up steps):")

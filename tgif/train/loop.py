@@ -11,7 +11,8 @@ Data parallel: ``batch_size`` is the number of pairs per optimizer step, whateve
 processes. Launched with ``torchrun --nproc_per_node=K -m tgif train ...`` (one process per GPU) or
 with ``procs: K`` (K processes on this CPU, started here, Gloo), the K processes split each step's
 batch (every K-th pair of the batch one process would draw, see
-:class:`tgif.train.data.StepBatchSampler`), DDP averages their gradients and rank 0 writes the files:
+:class:`tgif.train.data.StepBatchSampler`), one all-reduce averages their gradients
+(:func:`tgif.parallel.average_gradients`) and rank 0 writes the files:
 the maths of a step is the same as in one process. On a small CPU, ``procs: 2`` with one thread each is
 faster than one process with two threads (``tgif bench train``).
 
