@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tgif.bench import bench_fuse
+from tgif.bench import bench_fuse, bench_fuse_compare
 from tgif.cli import main
 from tgif.model import build_tgif, save_tgif
 
@@ -95,3 +95,27 @@ def test_bench_fuse_reports_latency_and_memory(checkpoint) -> None:
     result = bench_fuse(str(checkpoint), repeat=1, sizes=((64, 48),))
     row = result["cpu"]["64x48"]
     assert row["seconds"] > 0 and row["peak_mib"] >= 0
+
+
+def test_bench_fuse_compare_times_checkpoints_in_turn(checkpoint, tmp_path, capsys) -> None:
+    bigger = save_tgif(tmp_path / "bigger.safetensors", build_tgif({**TINY, "text_dim": 384, "encoder_blocks": 4,
+                                                                    "decoder_blocks": 4}),
+                       "minilm:all-MiniLM-L6-v2", "ivf", steps=0)
+    small, large = bench_fuse_compare([str(checkpoint), str(bigger)], repeat=5, sizes=((64, 48),))
+    first, second = small["cpu"]["64x48"], large["cpu"]["64x48"]
+    assert first["ratio"] == 1.0  # the first checkpoint against itself, round by round
+    assert second["ratio"] > 1.0  # eight Restormer blocks more cost time
+    assert first["peak_mib"] >= 0 and second["peak_mib"] >= 0
+
+
+def test_bench_fuse_prints_the_paired_ratio(monkeypatch, capsys) -> None:
+    import tgif.bench
+
+    rows = [{"cpu": {"64x48": {"seconds": 0.010, "ratio": 1.0, "peak_mib": 5.0}}},
+            {"cpu": {"64x48": {"seconds": 0.013, "ratio": 1.2, "peak_mib": 6.0}}}]  # 1.2, not 0.013 / 0.010
+    calls = []
+    monkeypatch.setattr(tgif.bench, "bench_fuse_compare", lambda paths, repeat: calls.append(repeat) or rows)
+    assert main(["bench", "fuse", "--weights", "a.safetensors,b.safetensors", "--repeat", "2"]) == 0
+    out = capsys.readouterr().out
+    assert calls == [6] and "median of 6 rounds" in out
+    assert "1.00x the first" in out and "1.20x the first" in out and "1.30x" not in out

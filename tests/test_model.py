@@ -319,3 +319,43 @@ def test_cuda_matches_cpu() -> None:
         expected = model(y_a, y_b, text, mask)
         fused = model.cuda()(y_a.cuda(), y_b.cuda(), text.cuda(), mask.cuda())
     assert torch.allclose(fused.cpu(), expected, atol=1e-2)
+
+
+def test_soft_max_over_tokens_is_logsumexp_with_deep_and_masked_scores() -> None:
+    from tgif.model.text_grounding import soft_max_over_tokens
+
+    scores = torch.randn(3, 20, 50, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 60
+    scores[1, :, :5] = float("-inf")  # five columns with no real token
+    scores[2, :7] = float("-inf")  # seven padding tokens
+    expected = torch.logsumexp(scores, dim=1)
+    got = soft_max_over_tokens(scores.clone())  # a copy: it is overwritten
+    assert torch.equal(torch.isneginf(got), torch.isneginf(expected)) and torch.isneginf(got).sum() == 5
+    finite = torch.isfinite(expected)
+    assert torch.allclose(got[finite], expected[finite], rtol=0, atol=1e-12)
+    # its gradient is the softmax over the tokens, and zero (not NaN) where a column has no real token
+    leaf = scores.clone().requires_grad_(True)
+    soft_max_over_tokens(leaf).masked_fill(~finite, 0).sum().backward()
+    softmax = torch.softmax(scores, dim=1).nan_to_num(0.0)
+    assert torch.isfinite(leaf.grad).all() and torch.allclose(leaf.grad, softmax, atol=1e-12)
+
+
+def test_grounding_relevance_ignores_padding_per_sample_and_in_blocks(monkeypatch) -> None:
+    import tgif.model.text_grounding as grounding
+
+    torch.manual_seed(0)
+    head = grounding.TextGrounding(dim=16, text_dim=24).eval()
+    x = torch.randn(2, 16, 6, 10)
+    tokens = make_text(batch=2, length=9, dim=24)
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[1, 5:] = False
+    with torch.inference_mode():
+        alone = [head.relevance(x[i:i + 1], tokens[i:i + 1, :n], mask[i:i + 1, :n]) for i, n in ((0, 9), (1, 5))]
+        padded_one = head.relevance(x[1:], tokens[1:], mask[1:])  # one sample: its padding is dropped
+        batched = head.relevance(x, tokens, mask)  # two samples: padding is masked out of the scores
+        monkeypatch.setattr(grounding, "SCORE_BLOCK", 9 * 7)  # 7 pixels a block: 9 blocks for 60 pixels
+        blocked = head.relevance(x, tokens, mask)
+        none = head.relevance(x[:1], tokens[:1], torch.zeros(1, 9, dtype=torch.bool))
+    assert torch.allclose(padded_one, alone[1], atol=1e-6)
+    assert torch.allclose(batched, torch.cat(alone), atol=1e-6)
+    assert torch.allclose(blocked, batched, atol=1e-6)
+    assert none.shape == (1, 1, 6, 10) and not none.any()

@@ -6,7 +6,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -188,27 +188,57 @@ def bench_fuse(weights: str | None = None, repeat: int = 3,
     return _per_size_in_child_processes("fuse", weights, repeat, sizes)
 
 
-def bench_fuse_compare(weights: list[str | None], repeat: int = 3, rounds: int = 3,
+def _fuse_compare_in_process(width: int, height: int, repeat: int, weights: str, device: str) -> dict[str, list[float]]:
+    """Median latency of several checkpoints' forward passes (``weights``: comma-separated paths, an empty one
+    for random weights), timed in turn in one process: ``repeat`` rounds, each running every checkpoint once in
+    an order rotated by one per round, after one warm-up pass each. Returns per checkpoint the median seconds
+    and the median over rounds of its time divided by the first checkpoint's in that round."""
+    import torch
+
+    models = [_fuse_model(path or None, device) for path in weights.split(",")]
+    a = torch.rand(1, 1, height, width, device=device)
+    b = torch.rand(1, 1, height, width, device=device)
+    inputs = []
+    for model in models:
+        text = torch.randn(1, 150, model.config.text_dim, device=device) if model.config.use_text else None
+        inputs.append((text, torch.ones(1, 150, dtype=torch.bool, device=device) if text is not None else None))
+    times: list[list[float]] = [[] for _ in models]
+    with torch.inference_mode():
+        for model, (text, mask) in zip(models, inputs):
+            model(a, b, text, mask)
+        for round_index in range(repeat):
+            for shift in range(len(models)):
+                index = (round_index + shift) % len(models)
+                text, mask = inputs[index]
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                models[index](a, b, text, mask)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                times[index].append(time.perf_counter() - start)
+    return {"seconds": [statistics.median(t) for t in times],
+            "ratio": [statistics.median(x / first for x, first in zip(t, times[0])) for t in times]}
+
+
+def bench_fuse_compare(weights: list[str | None], repeat: int = 15,
                        sizes: tuple[tuple[int, int], ...] = FUSE_SIZES) -> list[dict[str, dict[str, dict[str, float]]]]:
-    """:func:`bench_fuse` for several checkpoints, interleaved: ``rounds`` times, each checkpoint in turn, and per
-    checkpoint, device and size the median of its rounds, so that a drift of the machine's speed during the run
-    weighs on every checkpoint alike rather than on the last one."""
-    runs: list[list[dict[str, dict[str, dict[str, float]]]]] = [[] for _ in weights]
-    for _ in range(rounds):
-        for index, path in enumerate(weights):
-            runs[index].append(bench_fuse(path, repeat, sizes))
-    merged = []
-    for per_round in runs:
-        merged.append({device: {size: {key: statistics.median(r[device][size][key] for r in per_round)
-                                       for key in per_round[0][device][size]}
-                                for size in per_round[0][device]}
-                       for device in per_round[0]})
-    return merged
+    """:func:`bench_fuse` for several checkpoints, timed against each other in one process per device and size
+    (:func:`_fuse_compare_in_process`: ``repeat`` interleaved rounds), so that a drift of the machine's speed
+    weighs on every checkpoint alike; ``ratio`` is the median over rounds of a checkpoint's time over the first
+    one's in the same round. Each checkpoint's peak memory comes from a pass in a fresh process of its own."""
+    memory = [bench_fuse(path, 1, sizes) for path in weights]
+    timed = _per_size_in_child_processes("fuse_compare", ",".join(path or "" for path in weights), repeat, sizes)
+    return [{device: {size: {"seconds": row["seconds"][index], "ratio": row["ratio"][index],
+                             "peak_mib": memory[index][device][size]["peak_mib"]}
+                      for size, row in by_size.items()}
+             for device, by_size in timed.items()}
+            for index in range(len(weights))]
 
 
 def _per_size_in_child_processes(what: str, weights: str | None, repeat: int,
                                  sizes: tuple[tuple[int, int], ...],
-                                 devices: tuple[str, ...] | None = None) -> dict[str, dict[str, dict[str, float]]]:
+                                 devices: tuple[str, ...] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
     """Run benchmark ``what`` of :data:`_CHILDREN` once per device and size, each in a fresh process
     (``python -m tgif.bench``), which prints its result as one JSON line."""
     import json
@@ -218,7 +248,7 @@ def _per_size_in_child_processes(what: str, weights: str | None, repeat: int,
     import torch
 
     devices = devices or (("cpu", "cuda") if torch.cuda.is_available() else ("cpu",))
-    results: dict[str, dict[str, dict[str, float]]] = {}
+    results: dict[str, dict[str, dict[str, Any]]] = {}
     for device in devices:
         results[device] = {}
         for width, height in sizes:
@@ -381,8 +411,8 @@ def bench_train(pack: str | Path, task: str, procs: tuple[int, ...] = (1, 2), st
 
 
 #: The benchmarks run one size per child process (``python -m tgif.bench <name> W H REPEAT WEIGHTS DEVICE``).
-_CHILDREN: dict[str, Callable[[int, int, int, str, str], dict[str, float]]] = {
-    "fuse": _fuse_in_process, "pipeline": _pipeline_in_process,
+_CHILDREN: dict[str, Callable[[int, int, int, str, str], dict[str, Any]]] = {
+    "fuse": _fuse_in_process, "fuse_compare": _fuse_compare_in_process, "pipeline": _pipeline_in_process,
 }
 
 

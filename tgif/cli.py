@@ -628,20 +628,21 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise TgifError(f"--size must look like 640x480, got {args.size!r}") from exc
     if args.target == "fuse":
-        print(f"TGIF network latency (median of {args.repeat} after a warm-up; several checkpoints: median of 3 "
-              "interleaved rounds) and peak memory, 150 text tokens:")
         paths = _split(args.weights) if args.weights else [None]
-        if len(paths) > 1:  # interleaved rounds, so that the ratios are fair
-            runs = list(zip(paths, bench_fuse_compare(paths, repeat=args.repeat)))
+        if len(paths) > 1:  # timed in turn in one process, so that the ratios are fair
+            rounds = 3 * args.repeat
+            print(f"TGIF network latency (several checkpoints: median of {rounds} rounds, each timing every "
+                  "checkpoint once in one process; ratio: median over rounds of the time over the first's) and "
+                  "peak memory (one pass in a fresh process), 150 text tokens:")
+            runs = list(zip(paths, bench_fuse_compare(paths, repeat=rounds)))
         else:
+            print(f"TGIF network latency (median of {args.repeat} after a warm-up) and peak memory, 150 text tokens:")
             runs = [(paths[0], bench_fuse(paths[0], repeat=args.repeat))]
-        first = runs[0][1]
         for weights, timings in runs:
             print(f" {Path(weights).name if weights else 'random weights'}:")
             for device, by_size in timings.items():
                 for size, row in by_size.items():
-                    ratio = row["seconds"] / first[device][size]["seconds"]
-                    versus = f"  {ratio:5.2f}x the first" if len(runs) > 1 else ""
+                    versus = f"  {row['ratio']:5.2f}x the first" if len(runs) > 1 else ""
                     print(f"  {device:<5} {size:>10}  {row['seconds'] * 1000:9.1f} ms  peak {row['peak_mib']:8.1f} MiB"
                           f"{versus}")
         return 0

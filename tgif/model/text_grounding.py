@@ -29,6 +29,7 @@ The relevance map is trained against the boxes a training caption names (:mod:`t
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -44,21 +45,24 @@ GATE_THRESHOLD = 0.5
 RELEVANCE_BIAS = -4.0
 
 
+@functools.lru_cache(maxsize=16)
 def position_features(h: int, w: int, device: torch.device | None = None,
                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Fourier features of each cell's normalised position in an (h, w) grid: (1, 4 * len(freqs), h, w).
 
     With u = (column + 0.5) / w and v = (row + 0.5) / h in (0, 1): sin(pi f u), cos(pi f u),
-    sin(pi f v), cos(pi f v) for each frequency f of :data:`POSITION_FREQUENCIES`.
+    sin(pi f v), cos(pi f v) for each frequency f of :data:`POSITION_FREQUENCIES`. Kept for the last
+    16 grids (a constant, made outside inference mode so training can use it too; do not modify it).
     """
-    u = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
-    v = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
-    grid_v, grid_u = torch.meshgrid(v, u, indexing="ij")
-    feats = []
-    for f in POSITION_FREQUENCIES:
-        for coord in (grid_u, grid_v):
-            feats.extend([torch.sin(math.pi * f * coord), torch.cos(math.pi * f * coord)])
-    return torch.stack(feats)[None].to(dtype)
+    with torch.inference_mode(False), torch.no_grad():
+        u = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
+        v = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
+        grid_v, grid_u = torch.meshgrid(v, u, indexing="ij")
+        feats = []
+        for f in POSITION_FREQUENCIES:
+            for coord in (grid_u, grid_v):
+                feats.extend([torch.sin(math.pi * f * coord), torch.cos(math.pi * f * coord)])
+        return torch.stack(feats)[None].to(dtype)
 
 
 class TextGrounding(nn.Module):
@@ -88,18 +92,52 @@ class TextGrounding(nn.Module):
         """(B, 1, h, w) relevance in (0, 1); zero where a sample has no real token."""
         x, tokens = x.detach(), tokens.detach()
         b, _, h, w = x.shape
+        if b == 1 and not bool(mask.all()):  # padding adds nothing to the soft max: drop it, not mask (L, h*w) scores
+            tokens, mask = tokens[:, mask[0]], mask[:, mask[0]]
+        if tokens.shape[1] == 0:
+            return x.new_zeros(b, 1, h, w)
         q = self.to_q(self.norm(x)) + self.position(position_features(h, w, x.device, x.dtype))
-        k = self.to_k(self.norm_text(tokens))  # (B, L, key_dim)
-        logits = torch.einsum("bkp,blk->bpl", q.reshape(b, q.shape[1], h * w), k) * self.scale
-        logits = logits.masked_fill(~mask[:, None, :], float("-inf"))
-        best = torch.logsumexp(logits, dim=2)  # (B, h*w), a soft max over tokens; -inf where none is real
-        relevance = torch.sigmoid(best + self.bias)
+        # pixel queries as (B, h*w, key_dim), a view of channels_last features; the scale is folded into
+        # the (few) keys instead of the (many) scores, which are laid out (B, L, pixels) and made a block
+        # of pixels at a time (:data:`SCORE_BLOCK`): on CPU that is 3x faster than one (B, L, h*w) map
+        q = q.permute(0, 2, 3, 1).reshape(b, h * w, q.shape[1])
+        k = self.to_k(self.norm_text(tokens)) * self.scale  # (B, L, key_dim)
+        padding = None if bool(mask.all()) else \
+            torch.zeros_like(mask, dtype=k.dtype).masked_fill(~mask, float("-inf"))[..., None]
+        best = []
+        for block in q.split(max(1, SCORE_BLOCK // k.shape[1]), dim=1):
+            logits = torch.bmm(k, block.transpose(1, 2))
+            best.append(soft_max_over_tokens(logits if padding is None else logits + padding))
+        relevance = torch.sigmoid(torch.cat(best, dim=1) + self.bias)  # (B, h*w); 0 where no token is real
         return relevance.reshape(b, 1, h, w)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Emphasise (B, C, h, w) features where the caption points; returns (features, relevance)."""
         relevance = self.relevance(x, tokens, mask)
         return x + emphasis_gate(relevance) * self.emphasis(x), relevance
+
+
+#: Scores (tokens x pixels) the relevance computes at a time: 4 MiB of float32, which stays in the CPU's cache.
+SCORE_BLOCK = 2 ** 20
+#: Floor of the scores less their maximum in :func:`soft_max_over_tokens`: exp(-87) is the smallest normal float32.
+SCORE_FLOOR = -87.0
+
+
+def soft_max_over_tokens(logits: torch.Tensor) -> torch.Tensor:
+    """logsumexp of (B, L, P) scores over the L tokens -> (B, P), as ``torch.logsumexp(logits, dim=1)``; overwrites
+    ``logits`` unless it requires a gradient.
+
+    The scores less their maximum are floored at :data:`SCORE_FLOOR` before the exponential. A token that far
+    below the best one adds less than 1e-37 to a sum of at least 1, so the result is the same, but the CPU's
+    exponential is about 35x slower on inputs whose result would be a subnormal number, and a grounding head
+    that has learned to reject most tokens produces many of those. A column with no finite score gives -inf.
+    """
+    top = logits.detach().amax(dim=1, keepdim=True)
+    none = torch.isinf(top)  # a column whose every score is -inf
+    top = top.masked_fill(none, 0.0)
+    shifted = logits - top if logits.requires_grad else logits.sub_(top)  # in place when no gradient is wanted
+    total = torch.log(shifted.clamp_(min=SCORE_FLOOR).exp_().sum(dim=1)) + top.squeeze(1)
+    return total.masked_fill(none.squeeze(1), float("-inf"))
 
 
 def emphasis_gate(relevance: torch.Tensor) -> torch.Tensor:
