@@ -9,6 +9,7 @@ a result already computed is never thrown away because a later step failed.
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import os
 import secrets
@@ -16,15 +17,16 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
 import pandas as pd
+from PIL import Image
 
-from app.models import ModelHub
+from app.models import LoadedPair, ModelHub
 from tgif import __version__
 from tgif.baselines import BASELINES
 from tgif.captions.base import Caption
@@ -233,6 +235,9 @@ class FusionOutputs:
     files: list[str]
     run: dict[str, Any]
     text_effect: np.ndarray | None = None  # this run minus the drafted captions' run (grey-level colour scale)
+    #: the maps above as PNG files in the run's folder ("error_1", "error_2" and, when there is one, "text_effect"),
+    #: which the page is given instead of the arrays (gradio would encode them again, 5x slower)
+    map_files: dict[str, str] = field(default_factory=dict)
 
 
 def metric_table(scores: dict[str, dict[str, float]]) -> pd.DataFrame:
@@ -436,8 +441,14 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
         "metrics": scores, "text_effect": text_stats,
     }
     folder = hub.config.output_dir / run_id
-    files = write_run(folder, f"tgif_{task}_{run_id}", fused, record)
-    source_views = [to_uint8(s.pixels) for s in (pair.a, pair.b)]
+    files = write_run(folder, f"tgif_{task}_{run_id}", fused, record, png_level=RUN_PNG_LEVEL)
+    views = []
+    for index, data in enumerate(_source_view_pngs(entry)):
+        views.append(folder / f"source_{index + 1}.png")
+        views[-1].write_bytes(data)
+    maps = {"error_1": errors[0], "error_2": errors[1], "text_effect": text_effect}
+    map_files = {name: str(save_image(folder / f"{name}.png", pixels, png_level=RUN_PNG_LEVEL))
+                 for name, pixels in maps.items() if pixels is not None}
     seconds["render"] = time.perf_counter() - start
     total = time.perf_counter() - started
     stage_text = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in seconds.items())
@@ -449,10 +460,28 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
     run = {
         "number": run_number, "label": f"Run {run_number} · {label}", "png": str(files["png"]),
         "captions": captions, "use_text": use_text, "method": label, "metrics": scores[label],
-        "sources": [_save_view(folder / f"source_{i + 1}.png", v) for i, v in enumerate(source_views)],
+        "sources": [str(path) for path in views],
     }
-    return FusionOutputs(to_uint8(fused), errors[0], errors[1],
-                         metric_table(scores), figure, summary, [str(p) for p in files.values()], run, text_effect)
+    return FusionOutputs(to_uint8(fused), errors[0], errors[1], metric_table(scores), figure, summary,
+                         [str(p) for p in files.values()], run, text_effect, map_files)
+
+
+#: zlib level of the PNG files a run writes (fused image, source views, maps): the same pixels as Pillow's
+#: default level 6, written about 5x faster (20 ms instead of 100 ms for a 640x480 colour image), ~15% larger.
+RUN_PNG_LEVEL = 1
+
+
+def _source_view_pngs(entry: LoadedPair) -> list[bytes]:
+    """Both sources of a loaded pair as 8-bit PNG files' bytes, encoded once per pair (every run writes them)."""
+    with entry.lock:
+        if entry.view_pngs is None:
+            encoded = []
+            for source in (entry.pair.a, entry.pair.b):
+                with io.BytesIO() as buffer:
+                    Image.fromarray(to_uint8(source.pixels)).save(buffer, format="png", compress_level=RUN_PNG_LEVEL)
+                    encoded.append(buffer.getvalue())
+            entry.view_pngs = encoded
+        return entry.view_pngs
 
 
 #: Smallest half-width of the text-effect colour scale (in [0, 1] units: 2 grey levels), so that noise-level
@@ -482,10 +511,6 @@ def discard_run_files(run: dict[str, Any], output_dir: Path) -> None:
     root = Path(output_dir).resolve()
     if folder.parent == root and folder.is_dir():
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _save_view(path: Path, pixels: np.ndarray) -> str:
-    return str(save_image(path, pixels.astype(np.float32) / 255.0))
 
 
 # ---------------------------------------------------------------------------------------------- comparison

@@ -15,6 +15,7 @@ import gradio as gr
 
 from app.callbacks import (
     MAX_CAPTION_CHARS,
+    RUN_PNG_LEVEL,
     TASK_CHOICES,
     TGIF_METHOD,
     add_object_phrase,
@@ -33,6 +34,7 @@ from app.callbacks import (
 from app.config import AppConfig
 from app.models import ModelHub
 from tgif.baselines import BASELINES
+from tgif.io.image import save_image
 from tgif.visualize import ERROR_MAP_VMAX
 
 logger = logging.getLogger(__name__)
@@ -244,18 +246,27 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
                              resize_on, number, progress=progress, session_id=_session_id(request))
             history = add_to_history(history, out.run, config.history, config.output_dir)
             choices = [run["label"] for run in history]
-            # The run's PNG files already hold these pixels: hand gradio the paths, not arrays to encode again.
+            # The run's PNG files already hold these pixels: hand gradio the paths, not arrays to encode again
+            # (at gradio's zlib level 6 that is about 100 ms per 640x480 map).
             fused_png, (view_1_png, view_2_png) = out.run["png"], out.run["sources"]
             before = view_1_png if slider_source == SLIDER_CHOICES[0] else view_2_png
             previous = choices[-2] if len(choices) > 1 else None
-            return (fused_png, view_1_png, view_2_png, (before, fused_png), out.error_1, out.error_2,
-                    out.text_effect, mark_best(out.table), out.figure, out.summary, out.files, history,
+            maps = out.map_files
+            return (fused_png, view_1_png, view_2_png, (before, fused_png), maps["error_1"], maps["error_2"],
+                    maps.get("text_effect"), mark_best(out.table), out.figure, out.summary, out.files, history,
                     gr.update(choices=choices, value=previous), gr.update(choices=choices, value=choices[-1]))
 
         @user_errors
         def compare(label_a: str | None, label_b: str | None, history: list) -> tuple:
-            result = compare_runs(find_run(history, label_a), find_run(history, label_b))
-            return result.image_a, result.image_b, result.difference, result.table, result.text
+            run_a, run_b = find_run(history, label_a), find_run(history, label_b)
+            result = compare_runs(run_a, run_b)
+            if run_a is None or run_b is None:
+                return None, None, None, result.table, result.text
+            # files, not arrays: the runs' own PNGs, and the difference map written beside run B's
+            difference = None if result.difference is None else str(save_image(
+                Path(run_b["png"]).parent / f"difference_from_run{run_a['number']}.png", result.difference,
+                png_level=RUN_PNG_LEVEL))
+            return run_a["png"], run_b["png"], difference, result.table, result.text
 
         def restack_slider(slider_source: str, history: list) -> Any:
             if not history:

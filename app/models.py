@@ -58,6 +58,7 @@ class LoadedPair:
     baselines: dict[str, dict[str, float]] | None = None
     sessions: dict[Path, PairSession] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    view_pngs: list[bytes] | None = None  # both sources as PNG files' bytes, once the first run has encoded them
 
 
 def pair_key(pair: ImagePair) -> str:

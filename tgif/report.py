@@ -55,14 +55,16 @@ def csv_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_run(folder: str | os.PathLike, stem: str, fused: np.ndarray, record: Mapping[str, Any]) -> dict[str, Path]:
-    """Write ``<stem>.png`` (fused image, full resolution, 8-bit), ``<stem>.json`` and ``<stem>.csv``.
+def write_run(folder: str | os.PathLike, stem: str, fused: np.ndarray, record: Mapping[str, Any],
+              png_level: int | None = None) -> dict[str, Path]:
+    """Write ``<stem>.png`` (fused image, full resolution, 8-bit; ``png_level`` as in
+    :func:`~tgif.io.image.save_image`), ``<stem>.json`` and ``<stem>.csv``.
 
     Returns ``{"png": path, "json": path, "csv": path}``.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    png = save_image(folder / f"{stem}.png", fused)
+    png = save_image(folder / f"{stem}.png", fused, png_level=png_level)
     json_path = folder / f"{stem}.json"
     json_path.write_text(json.dumps(record, indent=2, default=_jsonable), encoding="utf-8")
     rows = csv_rows(record)

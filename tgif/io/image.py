@@ -402,18 +402,22 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def save_image(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Save a float image in [0, 1] ((H, W) or (H, W, 3)) as an 8-bit file; the format follows the suffix.
+def save_image(path: str | os.PathLike, image: np.ndarray, png_level: int | None = None) -> Path:
+    """Save a float image in [0, 1] or a uint8 image ((H, W) or (H, W, 3)) as an 8-bit file; the format follows
+    the suffix.
 
-    Parent folders are created. Returns the path written.
+    ``png_level``: zlib level of a PNG, 0-9 (None: Pillow's default, 6); level 1 writes the same pixels about 5x
+    faster into a file about 15% larger (the app's per-run files use it). Parent folders are created. Returns the
+    path written.
     """
     path = Path(path)
     if image.ndim not in (2, 3):
         raise ValueError(f"cannot save an array of shape {image.shape} as an image")
     path.parent.mkdir(parents=True, exist_ok=True)
-    pil = Image.fromarray(to_uint8(image))
+    pil = Image.fromarray(image if image.dtype == np.uint8 else to_uint8(image))
+    options = {"compress_level": png_level} if png_level is not None and path.suffix.lower() == ".png" else {}
     try:
-        pil.save(path)
+        pil.save(path, **options)
     except (KeyError, ValueError) as exc:
         raise TgifError(f"{path.name}: unknown image format {path.suffix!r}; use .png, .jpg, .bmp or .tif") from exc
     return path
