@@ -107,3 +107,44 @@ def test_export_logs_thins_the_training_log(tmp_path):
     steps = [int(line.split(",")[0]) for line in kept[1:]]
     assert steps[:2] == [1, 11] and steps[-2:] == [991, 1000]
     assert val.read_text() == "step,EN\n500,6.1\n1000,6.2\n"
+
+
+def test_select_keeps_each_validation_and_picks_by_the_held_out_rule(ivf_pack, tmp_path, capsys) -> None:  # noqa: F811
+    from safetensors.torch import load_file
+
+    from tgif.cli import main
+    from tgif.train.sweep import choose, reference_scores, score_row
+    from tgif.train.data import PackDataset
+    from tgif.train.pack import load_pack
+
+    settings = TrainSettings(task="ivf", pack=str(ivf_pack), out_dir=str(tmp_path / "run"), steps=6, crop=32,
+                             checkpoint_every=6, val_every=2, model=TINY, select=True)
+    chosen_path = train(settings, progress=False)
+    out = tmp_path / "run"
+    assert chosen_path == out / "selected.safetensors"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "step_000002.safetensors", "step_000004.safetensors", "step_000006.safetensors"]
+    # the rule recomputed here from val.csv and the pyramid on the held-out pairs
+    reference = reference_scores(PackDataset(load_pack(ivf_pack), "val"))
+    rows = [{"step": int(r["step"]), **score_row({m: float(r[m]) for m in reference}, reference)}
+            for r in _rows(out / "val.csv")]
+    best = choose(rows)
+    selection = _rows(out / "selection.csv")
+    assert [r["chosen"] for r in selection].count("1") == 1
+    assert int(next(r for r in selection if r["chosen"] == "1")["step"]) == best["step"]
+    assert read_metadata(chosen_path).steps == best["step"]
+    kept = load_file(out / "checkpoints" / f"step_{best['step']:06d}.safetensors")
+    assert all((kept[k] == v).all() for k, v in load_file(chosen_path).items())
+    # tgif export takes the selected weights, and their selection table goes with the logs
+    assert main(["export", "--task", "ivf", "--run", str(out), "--out", str(tmp_path / "w" / "t.safetensors")]) == 0
+    assert read_metadata(tmp_path / "w" / "t.safetensors").steps == best["step"]
+    assert (tmp_path / "w" / "logs" / "t_selection.csv").read_text() == (out / "selection.csv").read_text()
+    # the command line says which step it kept
+    config = tmp_path / "select.json"
+    config.write_text(json.dumps({"steps": 4, "crop": 32, "val_every": 2, "checkpoint_every": 4, "model": TINY,
+                                  "select": True}))
+    capsys.readouterr()
+    assert main(["train", "--task", "ivf", "--config", str(config), "--pack", str(ivf_pack),
+                 "--out", str(tmp_path / "cli"), "--no-progress"]) == 0
+    chosen = next(r for r in _rows(tmp_path / "cli" / "selection.csv") if r["chosen"] == "1")
+    assert f"selected on the held-out pairs: step {chosen['step']} of 4" in capsys.readouterr().out

@@ -16,6 +16,7 @@ Errors print one line (``tgif: error: ...``) and exit non-zero; ``--debug`` show
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import os
@@ -186,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--medians-only", action="store_true", help="print only the medians")
     st.add_argument("--no-progress", action="store_true")
 
-    ex = sub.add_parser("export", help="store a run's checkpoint (fp16) as the task's weights")
+    ex = sub.add_parser("export", help="store a run's checkpoint (fp16) as the task's weights: selected.safetensors "
+                                       "when the run selected one, else last.safetensors")
     ex.add_argument("--task", required=True, choices=["ivf", "mef", "mff"])
     ex.add_argument("--run", default=None, help="run folder (default: runs/<task>)")
     ex.add_argument("--out", default=None, help="default: weights/tgif_<task>.safetensors")
@@ -489,6 +491,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise TgifError(f"training settings: {exc}") from exc
     checkpoint = train(settings, resume=args.resume, progress=not args.no_progress)
     print(f"checkpoint: {checkpoint}")
+    if settings.select:
+        with (checkpoint.parent / "selection.csv").open() as handle:
+            chosen = next(row for row in csv.DictReader(handle) if row["chosen"] == "1")
+        kept = "yes" if chosen["fidelity_kept"] == "1" else "no"
+        print(f"selected on the held-out pairs: step {chosen['step']} of {settings.steps} ({chosen['wins']} of 6 "
+              f"metrics above the Laplacian pyramid, fidelity kept: {kept}; every candidate in "
+              f"{checkpoint.parent / 'selection.csv'})")
     return 0
 
 
@@ -574,7 +583,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from tgif.model import load_tgif, save_tgif
     from tgif.pipeline import default_weights
 
-    source = Path(args.run or f"runs/{args.task}") / "last.safetensors"
+    run = Path(args.run or f"runs/{args.task}")
+    source = run / "selected.safetensors" if (run / "selected.safetensors").exists() else run / "last.safetensors"
     model, meta = load_tgif(source)
     out = save_tgif(args.out or default_weights(args.task), model, meta.text_encoder, meta.task, meta.steps,
                     extra=meta.extra, half=True)

@@ -79,6 +79,10 @@ class TrainSettings:
         amp: bfloat16 autocast: None on CUDA only, True on any device, False never.
         init_from: a TGIF checkpoint to start from (its config is used; ``model`` overrides must match it), e.g.
             another task's model; None starts from a random initialisation.
+        select: keep the weights of every validation (``checkpoints/step_NNNNNN.safetensors``) and at the end pick
+            one by the held-out choice rule of :mod:`tgif.train.sweep` (VIF and Qabf kept within 2% of the
+            Laplacian pyramid's, then wins, then margin, on the held-out pairs): ``selected.safetensors``, with
+            every candidate's row in ``selection.csv`` (:func:`tgif.train.sweep.select_checkpoint`).
 
     Raises:
         ValueError: a count is not positive, or ``batch_size`` is not a multiple of ``procs``.
@@ -103,6 +107,7 @@ class TrainSettings:
     procs: int = 1
     amp: bool | None = None
     init_from: str | None = None
+    select: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "crop", "checkpoint_every", "val_every", "procs"):
@@ -204,7 +209,8 @@ def truncate_csv(path: Path, last_step: int) -> None:
 def export_logs(run_dir: str | os.PathLike, out_dir: str | os.PathLike, stem: str,
                 max_rows: int = 2000) -> list[Path]:
     """Copy a run's ``log.csv`` (thinned to ``max_rows`` evenly spaced steps, plus the last step)
-    and ``val.csv`` to ``<out_dir>/<stem>_train.csv`` and ``<stem>_val.csv``, small enough to commit."""
+    and ``val.csv`` (and ``selection.csv`` when the run selected a checkpoint) to ``<out_dir>/<stem>_train.csv``,
+    ``<stem>_val.csv`` (and ``<stem>_selection.csv``), small enough to commit."""
     run, out = Path(run_dir), Path(out_dir)
     written: list[Path] = []
     if not (run / "log.csv").exists():
@@ -216,9 +222,10 @@ def export_logs(run_dir: str | os.PathLike, out_dir: str | os.PathLike, stem: st
     kept = rows[::stride] + ([rows[-1]] if rows and (len(rows) - 1) % stride else [])
     (out / f"{stem}_train.csv").write_text("\n".join([header, *kept]) + "\n")
     written.append(out / f"{stem}_train.csv")
-    if (run / "val.csv").exists():
-        (out / f"{stem}_val.csv").write_text((run / "val.csv").read_text())
-        written.append(out / f"{stem}_val.csv")
+    for name in ("val", "selection"):
+        if (run / f"{name}.csv").exists():
+            (out / f"{stem}_{name}.csv").write_text((run / f"{name}.csv").read_text())
+            written.append(out / f"{stem}_{name}.csv")
     return written
 
 
@@ -301,7 +308,8 @@ def _procs_worker(rank: int, settings: TrainSettings, resume: bool, progress: bo
 
 
 def train(settings: TrainSettings, resume: bool = False, progress: bool = True) -> Path:
-    """Run (or resume) a training run; returns the path of the last checkpoint.
+    """Run (or resume) a training run; returns the path of the last checkpoint (with ``settings.select``, the
+    selected one).
 
     With ``settings.procs > 1`` it starts that many CPU processes (this process's threads split between
     them) and waits for them.
@@ -318,7 +326,7 @@ def train(settings: TrainSettings, resume: bool = False, progress: bool = True) 
     logger.info("training with %d processes x %d threads", settings.procs, threads)
     torch.multiprocessing.spawn(_procs_worker, args=(settings, resume, progress, _free_port(), threads),
                                 nprocs=settings.procs, join=True)
-    return Path(settings.out_dir) / "last.safetensors"
+    return Path(settings.out_dir) / ("selected.safetensors" if settings.select else "last.safetensors")
 
 
 def _train_process(settings: TrainSettings, resume: bool, progress: bool) -> Path:
@@ -392,6 +400,9 @@ def _train_process(settings: TrainSettings, resume: bool, progress: bool) -> Pat
             bar.set_postfix(loss=f"{losses['total'].item():.4f}")
             if step % settings.val_every == 0 or step == settings.steps:
                 append_csv(out / "val.csv", {"step": step, **validate(model, val_set, device, settings.use_text)})
+                if settings.select:
+                    save_tgif(out / "checkpoints" / f"step_{step:06d}.safetensors", model, train_set.text_encoder,
+                              settings.task, step, {"settings": asdict(settings)})
             if step % settings.checkpoint_every == 0 or step == settings.steps:
                 last_path = save(step)
                 plot_curves(out)
@@ -399,4 +410,8 @@ def _train_process(settings: TrainSettings, resume: bool, progress: bool) -> Pat
     gap = divergence(parameters)
     if gap:
         raise RuntimeError(f"the {world} data-parallel replicas ended with different weights (max difference {gap:g})")
+    if settings.select and rank == 0:
+        from tgif.train.sweep import select_checkpoint  # the sweep module builds on this one
+
+        return select_checkpoint(out, val_set)
     return last_path

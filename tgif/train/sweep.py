@@ -10,6 +10,10 @@ metrics, next to the Laplacian pyramid on the same pairs. The choice rule, in or
 
 Rows go to ``<out>/sweep.csv`` as each run ends; a sweep run again skips the settings already there, so an
 interrupted sweep resumes where it stopped.
+
+The same rule picks a checkpoint within one run (:func:`select_checkpoint`, ``select: true`` in a training
+config): the weights of each validation are kept, and the one the rule prefers on the held-out pairs is the
+run's result, which need not be the last.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,7 @@ import numpy as np
 import torch
 
 from tgif.baselines.laplacian import base_rule_for_task, laplacian_luma
+from tgif.errors import TgifError
 from tgif.metrics import PAPER_METRICS, compute_metrics
 from tgif.metrics.registry import is_better
 from tgif.model import load_tgif
@@ -66,6 +72,39 @@ def score_row(scores: dict[str, float], reference: dict[str, float]) -> dict[str
 def choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The best row of a sweep by the module's rule (fidelity kept, then wins, then margin)."""
     return max(rows, key=lambda r: (int(r["fidelity_kept"]), int(r["wins"]), float(r["margin"])))
+
+
+def select_checkpoint(run_dir: str | os.PathLike, dataset: PackDataset) -> Path:
+    """Pick a run's checkpoint by the module's choice rule: each validation's scores (``val.csv``) against the
+    Laplacian pyramid on the same held-out pairs (``dataset``), among the validations whose weights were kept
+    (``checkpoints/step_NNNNNN.safetensors``, :attr:`TrainSettings.select`). Copies the chosen one to
+    ``selected.safetensors`` and writes every candidate's row, the choice marked, to ``selection.csv``.
+
+    Raises:
+        TgifError: the run kept no checkpoint that ``val.csv`` scores.
+    """
+    run = Path(run_dir)
+    reference = reference_scores(dataset)
+    rows = []
+    with (run / "val.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            step = int(row["step"])
+            if (run / "checkpoints" / f"step_{step:06d}.safetensors").exists():
+                scores = {name: float(row[name]) for name in PAPER_METRICS}
+                rows.append({"step": step, **scores, **{f"ref_{k}": v for k, v in reference.items()},
+                             **score_row(scores, reference)})
+    if not rows:
+        raise TgifError(f"{run}: no kept checkpoint is scored in val.csv (train with select: true)")
+    best = choose(rows)
+    with (run / "selection.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*rows[0], "chosen"])
+        writer.writeheader()
+        writer.writerows({**row, "chosen": int(row is best)} for row in rows)
+    selected = run / "selected.safetensors"
+    shutil.copyfile(run / "checkpoints" / f"step_{best['step']:06d}.safetensors", selected)
+    logger.info("selected step %d of %s: %d wins, margin %+.4f, fidelity kept %s", best["step"], run, best["wins"],
+                best["margin"], bool(best["fidelity_kept"]))
+    return selected
 
 
 def read_sweep(path: str | os.PathLike) -> list[dict[str, Any]]:
