@@ -113,9 +113,9 @@ def test_select_keeps_each_validation_and_picks_by_the_held_out_rule(ivf_pack, t
     from safetensors.torch import load_file
 
     from tgif.cli import main
-    from tgif.train.sweep import choose, reference_scores, score_row
     from tgif.train.data import PackDataset
     from tgif.train.pack import load_pack
+    from tgif.train.sweep import choose, reference_scores, score_row
 
     settings = TrainSettings(task="ivf", pack=str(ivf_pack), out_dir=str(tmp_path / "run"), steps=6, crop=32,
                              checkpoint_every=6, val_every=2, model=TINY, select=True)
