@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -251,6 +252,12 @@ def test_tgif_run_writes_full_resolution_png_json_and_csv(hub):
     assert [r["method"] for r in rows] == ["TGIF", "average", "max", "laplacian"]
     assert float(rows[0]["EN"]) == pytest.approx(record["metrics"]["TGIF"]["EN"], abs=1e-6)
     assert out.error_1.shape[1] == 320 and out.error_1.shape[0] > 240  # map + its colour-scale strip
+    # the page is given the maps as PNG files in the run's folder, holding exactly the arrays
+    assert sorted(out.map_files) == ["error_1", "error_2", "text_effect"]
+    for name in ("error_1", "error_2", "text_effect"):
+        assert Path(out.map_files[name]).parent == png.parent
+        np.testing.assert_array_equal(np.asarray(Image.open(out.map_files[name])), getattr(out, name))
+    assert [Path(p).read_bytes()[:8] for p in out.run["sources"]] == [b"\x89PNG\r\n\x1a\n"] * 2
     assert "Run 1: TGIF" in out.summary
 
 

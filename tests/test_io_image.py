@@ -505,6 +505,18 @@ def test_save_then_load_is_exact(tmp_path, rng, grey8, rgb8, ext):
         np.testing.assert_array_equal(loaded.pixels, _u8(u8))
 
 
+def test_save_uint8_as_is_and_png_level_changes_only_the_size(tmp_path, rgb8):
+    from PIL import Image
+
+    tiled = np.tile(rgb8, (8, 8, 1))  # large enough for zlib levels to differ
+    fast = save_image(tmp_path / "fast.png", tiled, png_level=1)
+    small = save_image(tmp_path / "small.png", tiled)  # Pillow's default, level 6
+    for path in (fast, small):
+        np.testing.assert_array_equal(np.asarray(Image.open(path)), tiled)  # uint8 written as it is, not rescaled
+    assert fast.stat().st_size > small.stat().st_size
+    assert save_image(tmp_path / "same.bmp", tiled, png_level=1).stat().st_size > 0  # ignored for other formats
+
+
 def test_save_clips_out_of_range_values(tmp_path):
     image = np.array([[-0.3, 0.0, 0.5, 1.0, 1.7]])
     loaded = load_image(save_image(tmp_path / "clip.png", image))
