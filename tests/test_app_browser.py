@@ -192,9 +192,14 @@ def test_first_visit_and_failed_uploads_in_chromium(app_url, tmp_path):
         expect(page.locator("#summary")).to_have_text("")  # no run, nothing pretends otherwise
         page.screenshot(path=str(out_dir / "app_failed_upload.jpg"), full_page=False, type="jpeg", quality=85)
 
+        # caption 2 already reads "visible" from the first upload: wait for source 2's new analysis by its map.
+        # (Clicked while that analysis still ran, the refusal once showed and was gone within 5 s in CI.)
+        map_2 = page.locator("#detections_2 img").first
+        previous_map = map_2.get_attribute("src")
         page.locator("#source_1 input[type=file]").set_input_files(str(IR))
         page.locator("#source_2 input[type=file]").set_input_files(str(small))
         expect(page.locator("#caption_1 textarea")).to_have_value(re.compile("infrared"), timeout=120_000)
+        expect(map_2).not_to_have_attribute("src", previous_map, timeout=120_000)
         expect(page.locator("#caption_2 textarea")).to_have_value(re.compile("visible"), timeout=120_000)
         assert page.locator(".toast-body", has_text="differ in size").count() == 0  # no toast while uploading
         button.click()
