@@ -105,8 +105,11 @@ def test_torchrun_gloo_replicas_stay_equal(ivf_pack: Path, tmp_path: Path) -> No
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
                str(ROOT / "tests" / "helpers" / "ddp_train.py"), str(ivf_pack), str(tmp_path / "ddp")]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-2000:]  # the loop raises when the replicas' weights differ
-    report = json.loads((tmp_path / "ddp" / "ranks.json").read_text())
+    report_path = tmp_path / "ddp" / "ranks.json"  # written by rank 0 once training and its replica check passed
+    # the loop raises (exit 1, no report) when the replicas' weights differ; a worker killed by a signal after the
+    # report, while Gloo tears down (SIGABRT in rank 1, seen once in CI), is not what this test is about
+    assert proc.returncode == 0 or (report_path.exists() and "Signal" in proc.stderr), proc.stderr[-2000:]
+    report = json.loads(report_path.read_text())
     assert report == {"world": 2, "probe_divergence": 0.5}  # and the check does see a difference
     train(_settings(ivf_pack, tmp_path / "one", steps=3, checkpoint_every=3, val_every=3), progress=False)
     np.testing.assert_allclose(_losses(tmp_path / "ddp"), _losses(tmp_path / "one"), rtol=1e-4)

@@ -29,6 +29,7 @@ def main(pack: str, out: str) -> None:
     gap = divergence([probe])
     if rank == 0:
         (Path(out) / "ranks.json").write_text(json.dumps({"world": size, "probe_divergence": gap}))
+    dist.barrier()  # no rank tears its connections down while the other is still in a collective
     dist.destroy_process_group()
 
 

@@ -44,7 +44,7 @@ from tqdm import tqdm
 from tgif.errors import CheckpointError, TgifError
 from tgif.metrics import PAPER_METRICS, compute_metrics
 from tgif.model import TGIFConfig, TGIFNet, build_tgif, load_tgif, save_tgif
-from tgif.parallel import average_gradients, divergence
+from tgif.parallel import average_gradients, barrier, divergence
 from tgif.train.data import PackDataset, StepBatchSampler, collate_fusion
 from tgif.train.losses import FusionLoss
 from tgif.train.pack import load_pack
@@ -303,6 +303,7 @@ def _procs_worker(rank: int, settings: TrainSettings, resume: bool, progress: bo
     logging.basicConfig(level=logging.WARNING)
     try:
         _train_process(settings, resume, progress)
+        barrier()  # no process tears its connections down while another is still in a collective
     finally:
         torch.distributed.destroy_process_group()
 
