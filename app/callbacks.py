@@ -277,10 +277,13 @@ def validate_fuse(path_1: str | None, path_2: str | None, task_value: str, *sett
         if path and sizes[index] is None:
             checks[index] = gr.validate(False, f"{Path(path).name}: not a readable image file (unknown or corrupt "
                                                "format); upload another image.")
+    others = [gr.validate(True, "") for _ in (task_value, *settings)]
     if not resize and None not in sizes and sizes[0] != sizes[1]:
-        checks[1] = gr.validate(False, f"The sources differ in size ({describe_size(sizes[0])} vs "
+        # said on the Resize option (the remedy), not on source 2: a source's own analysis, still running when
+        # Fuse is clicked right after an upload, clears the messages shown on that source when it ends
+        others[5] = gr.validate(False, f"The sources differ in size ({describe_size(sizes[0])} vs "
                                        f"{describe_size(sizes[1])}): tick “Resize source 2 to source 1” to fuse them.")
-    return [*checks, *(gr.validate(True, "") for _ in (task_value, *settings))]
+    return [*checks, *others]
 
 
 def _prepare_captions(session: PairSession, captions: list[str]) -> list[str]:

@@ -170,6 +170,8 @@ def test_fuse_validator_checks_sources_before_the_job_runs(hub, tmp_path):
     assert failures(str(IR), str(VI)) == [] and failures(str(IR), str(rotated)) == []
     assert failures(str(IR), str(small)) == ["The sources differ in size (320x240 vs 120x100): tick “Resize source 2 "
                                              "to source 1” to fuse them."]
+    checks = validate_fuse(str(IR), str(small), "ivf", "", "", True, "TGIF", False, "source 2", [])
+    assert [c["is_valid"] for c in checks].index(False) == 7  # said on the Resize option, the Fuse event's 8th input
     assert failures(str(IR), str(small), resize=True) == []
     assert failures(None, str(VI)) == ["Source 1 (infrared) is missing: upload an image."]
     bad = tmp_path / "bad.png"
