@@ -146,27 +146,42 @@ def _fuse_in_process(width: int, height: int, repeat: int, weights: str, device:
     import torch
 
     model = _fuse_model(weights or None, device)
-    a = torch.rand(1, 1, height, width, device=device)
-    b = torch.rand(1, 1, height, width, device=device)
-    text = torch.randn(1, 150, model.config.text_dim, device=device) if model.config.use_text else None
-    mask = torch.ones(1, 150, dtype=torch.bool, device=device) if text is not None else None
+    inputs = _fuse_inputs(model, width, height, device)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    runs = []
     with torch.inference_mode():
-        model(a, b, text, mask)
-        for _ in range(repeat):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            model(a, b, text, mask)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            runs.append(time.perf_counter() - start)
+        model(*inputs)
+        runs = [_timed_pass(model, inputs, device) for _ in range(repeat)]
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
             else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
     return {"seconds": statistics.median(runs), "peak_mib": peak}
+
+
+def _fuse_inputs(model: TGIFNet, width: int, height: int, device: str) -> tuple:
+    """Random inputs of one forward pass: two (1, 1, H, W) images and 150 random tokens with their mask (None for
+    a network without text)."""
+    import torch
+
+    a = torch.rand(1, 1, height, width, device=device)
+    b = torch.rand(1, 1, height, width, device=device)
+    if not model.config.use_text:
+        return a, b, None, None
+    return (a, b, torch.randn(1, 150, model.config.text_dim, device=device),
+            torch.ones(1, 150, dtype=torch.bool, device=device))
+
+
+def _timed_pass(model: TGIFNet, inputs: tuple, device: str) -> float:
+    """Seconds of one forward pass (the GPU synchronised before and after)."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    model(*inputs)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def _fuse_model(weights: str | None, device: str) -> TGIFNet:
@@ -196,27 +211,15 @@ def _fuse_compare_in_process(width: int, height: int, repeat: int, weights: str,
     import torch
 
     models = [_fuse_model(path or None, device) for path in weights.split(",")]
-    a = torch.rand(1, 1, height, width, device=device)
-    b = torch.rand(1, 1, height, width, device=device)
-    inputs = []
-    for model in models:
-        text = torch.randn(1, 150, model.config.text_dim, device=device) if model.config.use_text else None
-        inputs.append((text, torch.ones(1, 150, dtype=torch.bool, device=device) if text is not None else None))
+    inputs = [_fuse_inputs(model, width, height, device) for model in models]
     times: list[list[float]] = [[] for _ in models]
     with torch.inference_mode():
-        for model, (text, mask) in zip(models, inputs):
-            model(a, b, text, mask)
+        for model, model_inputs in zip(models, inputs):
+            model(*model_inputs)
         for round_index in range(repeat):
             for shift in range(len(models)):
                 index = (round_index + shift) % len(models)
-                text, mask = inputs[index]
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                models[index](a, b, text, mask)
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                times[index].append(time.perf_counter() - start)
+                times[index].append(_timed_pass(models[index], inputs[index], device))
     return {"seconds": [statistics.median(t) for t in times],
             "ratio": [statistics.median(x / first for x, first in zip(t, times[0])) for t in times]}
 

@@ -92,8 +92,12 @@ class TextGrounding(nn.Module):
         """(B, 1, h, w) relevance in (0, 1); zero where a sample has no real token."""
         x, tokens = x.detach(), tokens.detach()
         b, _, h, w = x.shape
-        if b == 1 and not bool(mask.all()):  # padding adds nothing to the soft max: drop it, not mask (L, h*w) scores
-            tokens, mask = tokens[:, mask[0]], mask[:, mask[0]]
+        padding = None  # (B, L, 1): 0 on real tokens, -inf on padding
+        if not bool(mask.all()):
+            if b == 1:  # padding adds nothing to the soft max: drop it rather than mask (L, h*w) scores
+                tokens = tokens[:, mask[0]]
+            else:
+                padding = torch.zeros_like(mask, dtype=tokens.dtype).masked_fill(~mask, float("-inf"))[..., None]
         if tokens.shape[1] == 0:
             return x.new_zeros(b, 1, h, w)
         q = self.to_q(self.norm(x)) + self.position(position_features(h, w, x.device, x.dtype))
@@ -102,8 +106,6 @@ class TextGrounding(nn.Module):
         # of pixels at a time (:data:`SCORE_BLOCK`): on CPU that is 3x faster than one (B, L, h*w) map
         q = q.permute(0, 2, 3, 1).reshape(b, h * w, q.shape[1])
         k = self.to_k(self.norm_text(tokens)) * self.scale  # (B, L, key_dim)
-        padding = None if bool(mask.all()) else \
-            torch.zeros_like(mask, dtype=k.dtype).masked_fill(~mask, float("-inf"))[..., None]
         best = []
         for block in q.split(max(1, SCORE_BLOCK // k.shape[1]), dim=1):
             logits = torch.bmm(k, block.transpose(1, 2))

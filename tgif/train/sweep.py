@@ -41,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 #: How far below the pyramid VIF and Qabf may be for a setting to count as keeping fidelity.
 FIDELITY_TOLERANCE = 0.02
-REFERENCE = "laplacian"
 
 
 def reference_scores(dataset: PackDataset) -> dict[str, float]:
@@ -69,6 +68,17 @@ def score_row(scores: dict[str, float], reference: dict[str, float]) -> dict[str
             "fidelity_kept": int(all(gains[name] >= -FIDELITY_TOLERANCE for name in ("VIF", "Qabf")))}
 
 
+def scored(scores: dict[str, float], reference: dict[str, float], digits: int | None = None) -> dict[str, Any]:
+    """A table row's scores: the six metrics, the pyramid's (``ref_<metric>``) and :func:`score_row`'s verdict, the
+    numbers rounded to ``digits`` when given."""
+    def keep(value: float) -> float:
+        return value if digits is None else round(value, digits)
+
+    verdict = score_row(scores, reference)
+    return {**{k: keep(v) for k, v in scores.items()}, **{f"ref_{k}": keep(v) for k, v in reference.items()},
+            **verdict, "margin": keep(verdict["margin"])}
+
+
 def choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The best row of a sweep by the module's rule (fidelity kept, then wins, then margin)."""
     return max(rows, key=lambda r: (int(r["fidelity_kept"]), int(r["wins"]), float(r["margin"])))
@@ -90,9 +100,7 @@ def select_checkpoint(run_dir: str | os.PathLike, dataset: PackDataset) -> Path:
         for row in csv.DictReader(handle):
             step = int(row["step"])
             if (run / "checkpoints" / f"step_{step:06d}.safetensors").exists():
-                scores = {name: float(row[name]) for name in PAPER_METRICS}
-                rows.append({"step": step, **scores, **{f"ref_{k}": v for k, v in reference.items()},
-                             **score_row(scores, reference)})
+                rows.append({"step": step, **scored({name: float(row[name]) for name in PAPER_METRICS}, reference)})
     if not rows:
         raise TgifError(f"{run}: no kept checkpoint is scored in val.csv (train with select: true)")
     best = choose(rows)
@@ -142,9 +150,7 @@ def run_sweep(base: TrainSettings, grad_weights: list[float], ssim_weights: list
             model, _ = load_tgif(checkpoint, expected_text_encoder=val_set.text_encoder)
             scores = validate(model, val_set, torch.device("cpu"), base.use_text)  # the float16 weights shipped
             row = {"setting": name, "grad_weight": grad, "ssim_weight": ssim, "steps": base.steps,
-                   **{k: round(v, 4) for k, v in scores.items()},
-                   **{f"ref_{k}": round(v, 4) for k, v in reference.items()}, **score_row(scores, reference)}
-            row["margin"] = round(row["margin"], 4)
+                   **scored(scores, reference, digits=4)}
             append_csv(table, row)
             rows.append(row)
     return rows
