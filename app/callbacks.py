@@ -362,7 +362,7 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
     pair = entry.pair
     seconds: dict[str, float] = {"load": time.perf_counter() - started}
     notes: list[str] = list(entry.notes)
-    captions, authors = ["", ""], ["", ""]
+    captions, authors, scene = ["", ""], ["", ""], None
     text_effect, text_stats = None, None
     if method == TGIF_METHOD:
         if not hub.has_tgif(task):
@@ -397,6 +397,7 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
             result = session.fuse(tuple(captions) if use_text else None, use_text=use_text,
                                   reference_captions=reference)
         authors = list(result.caption_sources)
+        scene = list(result.scene_captions) if result.scene_captions is not None else None
         fused = result.image
         if result.reference_luminance is not None:
             text_effect, vmax = difference_map(result.reference_luminance, result.luminance,
@@ -439,6 +440,7 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
         "sources": [{"name": s.name, "modality": n, "size": list(s.size), "original_size": list(s.original_size),
                      "notes": s.notes} for s, n in zip((pair.a, pair.b), names)],
         "method": label, "use_text": use_text, "captions": captions, "caption_authors": authors,
+        "scene_captions": scene,
         "weights": hub.weights(task).name if method == TGIF_METHOD else None,
         "device": hub.device_label if method == TGIF_METHOD else "CPU", "seconds": seconds, "notes": notes,
         "metrics": scores, "text_effect": text_stats,

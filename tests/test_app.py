@@ -270,6 +270,12 @@ def test_empty_captions_are_drafted_and_reported(hub):
     assert "visible" in out.run["captions"][1]
     record = json.loads(Path(out.files[1]).read_text())
     assert record["caption_authors"] == ["draft:template", "draft:template"]
+    assert record["scene_captions"] == record["captions"]  # the drafts are the scene the trunk reads
+    # an edit is steered over the drafts' trunk, and the record says so
+    edit = _run(hub, captions=(drafted + " Highlight the person on the left.", ""))
+    edited = json.loads(Path(edit.files[1]).read_text())
+    assert edited["caption_authors"] == ["user", "draft:template"]
+    assert edited["scene_captions"] == record["captions"] != edited["captions"]
 
 
 def test_overlong_caption_is_cut_with_a_warning(hub):
@@ -341,8 +347,9 @@ def test_text_effect_map_shows_what_a_caption_edit_changed(hub):
     # the map is the signed difference of the two decodes: recompute it from the run's own fused image
     fuser = hub.fuser("ivf")
     pair = load_pair(str(IR), str(VI), task="ivf")
-    reference = fuser.fuse(pair, captions=drafts).luminance
-    fused_y = fuser.fuse(pair, captions=edited).luminance
+    session = fuser.session(pair)
+    session.set_scene(drafts)  # the app's sessions have the drafts: the edit is steered over their trunk
+    reference, fused_y = session.fuse(drafts).luminance, session.fuse(edited).luminance
     assert np.abs(fused_y - reference).mean() * 255 == pytest.approx(stats["mean_abs"], rel=1e-3, abs=1e-3)
 
 

@@ -96,12 +96,72 @@ def test_a_caption_edit_reruns_only_the_text_features_and_the_decoder(fuser, mon
     second = session.fuse(edited, reference_captions=first.captions)
     # the edit: one text encoding and one decoder pass; the reference (the drafts) came from the cache
     assert detector.calls == 2 and encodes["n"] == 1 and fuser.text_encoder.calls == 2
-    assert session.calls == {"perception": 2, "encode_sources": 1, "text": 2, "decode": 2}
+    # a network without a grounding head reads captions only in its trunk: the trunk runs per caption pair
+    assert session.calls == {"perception": 2, "encode_sources": 1, "text": 2, "guide": 2, "decode": 2}
     assert second.caption_sources == ("user", "draft:template")
     assert np.array_equal(second.reference_luminance, first.luminance)
     # the same result as a fresh, one-shot fusion
     fresh = fuser.fuse(_pair(), captions=edited)
     assert np.array_equal(fresh.luminance, second.luminance)
+
+
+@pytest.fixture()
+def grounded(tmp_path) -> TGIFFuser:
+    """A tiny network with a grounding head whose emphasis is not zero (so the head changes the output)."""
+    torch.manual_seed(0)
+    config = TGIFConfig(dim=8, heads=2, text_heads=2, encoder_blocks=1, decoder_blocks=1, text_blocks=1,
+                        text_dim=WordEncoder.dim, downscale=2, grounding=True)
+    model = TGIFNet(config).eval()
+    with torch.no_grad():
+        model.grounding.emphasis.weight.normal_(0.0, 0.5)
+        model.grounding.bias.fill_(0.0)  # relevance around 0.5, where the gate opens: captions move it
+    path = save_tgif(tmp_path / "grounded.safetensors", model, WordEncoder.name, "ivf", 0)
+    perceiver = Perceiver(CountingDetector(), "classic", cache=False)
+    return TGIFFuser(path, device="cpu", captioner="template", perceiver=perceiver, text_encoder=WordEncoder())
+
+
+def _tensors(pair: ImagePair) -> tuple[torch.Tensor, torch.Tensor]:
+    return tuple(torch.from_numpy(y)[None, None] for y in pair.luminances())  # type: ignore[return-value]
+
+
+def test_with_a_grounding_head_an_edit_runs_only_the_head_and_decoder_over_the_drafts_trunk(grounded):
+    session = PairSession(grounded, _pair())
+    first = session.fuse()
+    drafts = first.captions
+    assert first.scene_captions == drafts and session.calls["guide"] == 1
+    edited = (drafts[0] + " Highlight the person on the left.", drafts[1])
+    second = session.fuse(edited, reference_captions=drafts)
+    # one text encoding (of the edited caption alone), no trunk, one head + decoder pass
+    assert session.calls == {"perception": 2, "encode_sources": 1, "text": 2, "guide": 1, "decode": 2}
+    assert second.scene_captions == drafts and np.array_equal(second.reference_luminance, first.luminance)
+    model = grounded.model
+    y_a, y_b = _tensors(_pair())
+    with torch.inference_mode():
+        features = model.encode_sources(y_a, y_b)
+        expected = model.ground_and_decode(features, model.guide_sources(features, *grounded.encode(*drafts)),
+                                           *grounded.encode(*edited))[0]
+        full = model(y_a, y_b, *grounded.encode(*edited))
+    assert np.allclose(second.luminance, expected[0, 0].numpy(), atol=1e-6)
+    # the head carries the edit: the output moves, and it differs from a full pass under the edit
+    assert np.abs(second.luminance - first.luminance).max() > 1e-5  # float noise here is ~1e-7
+    assert not np.allclose(second.luminance, full[0, 0].numpy(), atol=1e-6)
+
+
+def test_without_drafts_the_captions_are_the_scene_and_set_scene_names_one(grounded):
+    pair, captions = _pair(), ("a bright person", "a dark street")
+    y_a, y_b = _tensors(pair)
+    with torch.inference_mode():
+        full = grounded.model(y_a, y_b, *grounded.encode(*captions))[0, 0].numpy()
+    one_shot = grounded.fuse(pair, captions=captions)  # no drafts: forward's output exactly
+    assert one_shot.scene_captions == captions and np.array_equal(one_shot.luminance, np.clip(full, 0, 1))
+    session = PairSession(grounded, pair)
+    session.fuse(captions)
+    session.fuse(("a car", "a dark street"))
+    assert session.calls["guide"] == 2  # no scene: each caption pair gets its own trunk, as forward does
+    session.set_scene(captions)
+    edit = session.fuse(("a car", "a dark street"))
+    assert edit.scene_captions == captions and session.calls["guide"] == 2  # the scene's trunk was cached
+    assert session.calls["decode"] == 3
 
 
 def test_a_tiled_pair_is_encoded_once_per_tile_and_matches_the_one_shot_fusion(fuser):

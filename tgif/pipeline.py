@@ -1,11 +1,13 @@
-"""The TGIF model a pair session runs: checkpoint, text encoder, perceiver, captioner, and the two network stages.
+"""The TGIF model a pair session runs: checkpoint, text encoder, perceiver, captioner, and the network's stages.
 
 :class:`TGIFFuser` loads a trained checkpoint once (with the text encoder it was trained with) and
 holds the perceiver and captioner that draft captions. :meth:`TGIFFuser.encode_pair` runs the
 text-free stage (the sources' features, per tile above ``max_model_pixels``: overlapping tiles
-blended with linear ramps, so memory stays bounded) and :meth:`TGIFFuser.decode_pair` the
-text-guided stage under one caption pair. The spine of the pipeline is :class:`tgif.session.PairSession`,
-which keeps every stage's result for one pair; :meth:`TGIFFuser.fuse` is a one-shot session.
+blended with linear ramps, so memory stays bounded), :meth:`TGIFFuser.guide_pair` the text-guided
+trunk under one caption pair, and :meth:`TGIFFuser.decode_pair` the grounding head and decoder under
+one caption pair (over a trunk computed for it, or for the drafted captions). The spine of the
+pipeline is :class:`tgif.session.PairSession`, which keeps every stage's result for one pair;
+:meth:`TGIFFuser.fuse` is a one-shot session.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from tgif.tasks import TaskSpec
 from tgif.text import TextEncoder, build_text_encoder
 
 if TYPE_CHECKING:
-    from tgif.model.tgif_net import SourceFeatures
+    from tgif.model.tgif_net import GuidedFeatures, SourceFeatures
     from tgif.session import PairSession
 
 logger = logging.getLogger(__name__)
@@ -73,6 +75,8 @@ class FusionResult:
         reference_luminance: the fused Y of the same pair under ``reference_captions`` (when asked for):
             ``luminance - reference_luminance`` is what the captions changed (the app's text-effect map).
         reference_captions: the captions of that reference run.
+        scene_captions: the captions the network's trunk read (:meth:`tgif.session.PairSession.scene_captions`):
+            ``captions`` themselves, or the pair's drafts when ``captions`` edit them; None with text off.
     """
 
     image: np.ndarray
@@ -83,6 +87,7 @@ class FusionResult:
     notes: list[str] = field(default_factory=list)
     reference_luminance: np.ndarray | None = None
     reference_captions: tuple[str, str] | None = None
+    scene_captions: tuple[str, str] | None = None
 
 
 @dataclass
@@ -93,6 +98,11 @@ class EncodedPair:
     shape: tuple[int, int]
     tiles: list[tuple[int, int, tuple[int, int], SourceFeatures]]
     notes: list[str]
+
+
+def join_captions(parts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's text input from per-caption token features (L_i, D): (1, sum L_i, D) and an all-True mask."""
+    return torch.cat(parts)[None], torch.ones(1, sum(p.shape[0] for p in parts), dtype=torch.bool)
 
 
 def _ramp(length: int, overlap: int, first: bool, last: bool) -> np.ndarray:
@@ -175,15 +185,12 @@ class TGIFFuser:
 
     def encode(self, caption_a: str, caption_b: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Token features of both captions concatenated: (1, L, D) and mask (1, L), truncated as in training."""
-        tokens, mask = self.text_encoder.encode([caption_a, caption_b])
-        parts, masks = [], []
-        for row in range(2):
-            keep = tokens[row][mask[row]]
-            if self.max_tokens:
-                keep = keep[: self.max_tokens]
-            parts.append(keep)
-            masks.append(torch.ones(keep.shape[0], dtype=torch.bool))
-        return torch.cat(parts)[None], torch.cat(masks)[None]
+        return join_captions(self.encode_captions([caption_a, caption_b]))
+
+    def encode_captions(self, captions: list[str]) -> list[torch.Tensor]:
+        """Each caption's token features (L_i, D), truncated as in training, encoded in one batch."""
+        tokens, mask = self.text_encoder.encode(captions)
+        return [tokens[row][mask[row]][: self.max_tokens or None] for row in range(len(captions))]
 
     def fuse_luminance(self, y_a: np.ndarray, y_b: np.ndarray, text: torch.Tensor | None = None,
                        mask: torch.Tensor | None = None) -> tuple[np.ndarray, list[str]]:
@@ -212,15 +219,35 @@ class TGIFFuser:
             tiles.append((y0, x0, a.shape, self.model.encode_sources(ta, tb)))
         return EncodedPair((h, w), tiles, notes)
 
+    @property
+    def steers_late(self) -> bool:
+        """True when the model has a grounding head: a caption edit then steers through the head and decoder
+        alone, over the trunk of the pair's drafted captions (:meth:`guide_pair`); without a head, captions reach
+        the output only through the trunk, so every caption pair needs its own."""
+        return bool(self.model.config.use_text and self.model.config.grounding)
+
+    @torch.inference_mode()
+    def guide_pair(self, encoded: EncodedPair, text: torch.Tensor | None = None,
+                   mask: torch.Tensor | None = None) -> list[GuidedFeatures]:
+        """Stage 2a, the trunk, under one caption pair's features: its output per tile
+        (:meth:`tgif.model.TGIFNet.guide_sources`), for :meth:`decode_pair`."""
+        text, mask = self._on_device(text, mask)
+        return [self.model.guide_sources(features, text, mask) for _, _, _, features in encoded.tiles]
+
     @torch.inference_mode()
     def decode_pair(self, encoded: EncodedPair, text: torch.Tensor | None = None,
-                    mask: torch.Tensor | None = None) -> np.ndarray:
+                    mask: torch.Tensor | None = None, guided: list[GuidedFeatures] | None = None) -> np.ndarray:
         """Stage 2 under one caption pair's features (``text`` None: the no-text path): the fused (H, W) plane in
-        [0, 1], tiles blended with linear ramps."""
-        text = text.to(self.device) if text is not None else None
-        mask = mask.to(self.device) if mask is not None else None
-        planes = [(y0, x0, self.model.guide_and_decode(features, text, mask)[0, 0].float().cpu().numpy())
-                  for y0, x0, _, features in encoded.tiles]
+        [0, 1], tiles blended with linear ramps.
+
+        ``guided``: the trunk's output per tile from :meth:`guide_pair` (None: run the trunk under ``text``); only
+        the grounding head and the decoder then run under ``text``.
+        """
+        text, mask = self._on_device(text, mask)
+        if guided is None:
+            guided = self.guide_pair(encoded, text, mask)
+        planes = [(y0, x0, self.model.ground_and_decode(features, merged, text, mask)[0][0, 0].float().cpu().numpy())
+                  for (y0, x0, _, features), merged in zip(encoded.tiles, guided)]
         if len(planes) == 1:
             return np.clip(planes[0][2], 0.0, 1.0)
         h, w = encoded.shape
@@ -234,6 +261,11 @@ class TGIFFuser:
             out[y0:y0 + th, x0:x0 + tw] += tile * weight
             total[y0:y0 + th, x0:x0 + tw] += weight
         return np.clip(out / np.maximum(total, 1e-6), 0.0, 1.0)
+
+    def _on_device(self, text: torch.Tensor | None,
+                   mask: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return (text.to(self.device) if text is not None else None,
+                mask.to(self.device) if mask is not None else None)
 
     def fuse_luminance_texts(self, y_a: np.ndarray, y_b: np.ndarray,
                              texts: list[tuple[torch.Tensor | None, torch.Tensor | None]]

@@ -7,8 +7,10 @@ pair (task and modalities from :mod:`tgif.tasks`) -> perception maps per source 
 and who wrote them -> text features per caption pair -> the sources' network features -> a fused
 image per caption pair.
 
-A caption edit re-runs only the text features and the text-guided decoder; perception and the
-source encoders never run twice for a session. The app keeps one session per browser session and
+A caption edit re-runs only the text features, the grounding head and the decoder: the network's
+trunk (text blocks and cross-source block) reads the pair's *scene* captions, its drafts, and is
+computed once per scene (:meth:`PairSession.scene_captions`); perception and the source encoders
+never run twice for a session. The app keeps one session per browser session and
 pair; ``tgif fuse``, ``tgif eval``, ``tgif steer`` and ``tgif bench session`` go through it too. The
 stages stay importable on their own: :mod:`tgif.perception`, :mod:`tgif.captions`, :mod:`tgif.text`
 and :mod:`tgif.model`.
@@ -31,6 +33,7 @@ from tgif.io.pair import ImagePair
 from tgif.tasks import TaskSpec, task_spec
 
 if TYPE_CHECKING:
+    from tgif.model.tgif_net import GuidedFeatures
     from tgif.pipeline import EncodedPair, FusionResult, TGIFFuser
 
 logger = logging.getLogger(__name__)
@@ -39,6 +42,8 @@ logger = logging.getLogger(__name__)
 PERCEPTION_MAX_SIDE = 1280
 #: Caption pairs whose text features and fused planes a session remembers (least recently used dropped).
 CAPTION_CACHE_SIZE = 8
+#: Scenes whose trunk output a session remembers (one is the rule: the drafts; least recently used dropped).
+SCENE_CACHE_SIZE = 2
 
 
 def caption_author(caption_text: str, draft: CaptionedSource | None) -> str:
@@ -84,11 +89,14 @@ class PairSession:
         self._drafts: dict[str, tuple[CaptionedSource, CaptionedSource]] = {}
         self._given_drafts: tuple[CaptionedSource | None, CaptionedSource | None] = (None, None)
         self._encoded: EncodedPair | None = None
-        self._texts: OrderedDict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        self._planes: OrderedDict[tuple[str, str] | None, np.ndarray] = OrderedDict()
+        self._texts: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._guided: OrderedDict[tuple[str, str] | None, list[GuidedFeatures]] = OrderedDict()
+        self._planes: OrderedDict[tuple[tuple[str, str] | None, tuple[str, str] | None], np.ndarray] = OrderedDict()
         self._luminances: tuple[np.ndarray, np.ndarray] | None = None
-        #: Stage counters (for tests and benchmarks): how often each stage really ran.
-        self.calls = {"perception": 0, "encode_sources": 0, "text": 0, "decode": 0}
+        self._scene: tuple[str, str] | None = None
+        self._colour: tuple[np.ndarray | None] | None = None
+        #: Stage counters (for tests and benchmarks): how often each stage really ran (``guide``: the trunk).
+        self.calls = {"perception": 0, "encode_sources": 0, "text": 0, "guide": 0, "decode": 0}
 
     # ------------------------------------------------------------------------------------------ captions
 
@@ -123,6 +131,33 @@ class PairSession:
         a, b = self.drafts(mode)
         return a.caption.text, b.caption.text
 
+    def set_scene(self, captions: tuple[str, str] | None) -> None:
+        """Name the captions the trunk reads for every caption pair this session fuses (None: back to the default,
+        see :meth:`scene_captions`), e.g. a dataset's stored drafts; like the drafts, they should describe the pair."""
+        with self._lock:
+            self._scene = (captions[0], captions[1]) if captions is not None else None
+
+    def scene_captions(self, captions: tuple[str, str]) -> tuple[str, str]:
+        """The captions the network's trunk (text blocks, cross-source block) reads when the pair is fused under
+        ``captions``; the grounding head and the decoder always read ``captions`` themselves.
+
+        With a grounding head (:attr:`~tgif.pipeline.TGIFFuser.steers_late`) they are the scene: the captions given
+        to :meth:`set_scene`, else the pair's drafts (drafted here or given to :meth:`use_drafts`), else
+        ``captions``. So a caption edit runs only the head and the decoder over the trunk of the drafts, and the
+        drafts themselves, or captions fused in a session that has no drafts, get exactly ``forward``'s output.
+        Steering lives in the head: with the trunk reading the edited captions instead, the steering benchmark
+        moved by a few percent (docs/RESULTS.md). Without a head the trunk is all that reads text: ``captions``.
+        """
+        with self._lock:
+            if not self.fuser.steers_late:
+                return captions
+            if self._scene is not None:
+                return self._scene
+            drafts = self._drafts.get("full") or (self._given_drafts if all(self._given_drafts) else None)
+            if drafts is not None:
+                return drafts[0].caption.text, drafts[1].caption.text  # type: ignore[union-attr]
+            return captions
+
     # ------------------------------------------------------------------------------------------ network
 
     def luminances(self) -> tuple[np.ndarray, np.ndarray]:
@@ -131,6 +166,14 @@ class PairSession:
             if self._luminances is None:
                 self._luminances = self.pair.luminances()
             return self._luminances
+
+    def colorize(self, plane: np.ndarray) -> np.ndarray:
+        """A fused luminance with the pair's colour (:meth:`tgif.io.pair.ImagePair.colorize`; the chroma's
+        contribution computed once)."""
+        with self._lock:
+            if self._colour is None:
+                self._colour = (self.pair.colour(),)
+            return self.pair.colorize(plane, self._colour[0])
 
     def encoded(self) -> EncodedPair:
         """The sources' network features (stage 1, per tile when tiled), computed once."""
@@ -141,30 +184,52 @@ class PairSession:
             return self._encoded
 
     def text_features(self, captions: tuple[str, str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token features of a caption pair, as the model reads them (cached per pair of captions)."""
-        key = (captions[0], captions[1])
-        with self._lock:
-            if key in self._texts:
-                self._texts.move_to_end(key)
-                return self._texts[key]
-            self.calls["text"] += 1
-            features = self.fuser.encode(*key)
-            self._texts[key] = features
-            while len(self._texts) > CAPTION_CACHE_SIZE:
-                self._texts.popitem(last=False)
-            return features
+        """Token features of a caption pair, as the model reads them: cached per caption, so that an edit of one
+        caption encodes only that one (the captions missing are encoded in one batch)."""
+        from tgif.pipeline import join_captions
 
-    def decode(self, captions: tuple[str, str] | None) -> np.ndarray:
-        """The fused (H, W) luminance under ``captions`` (None: the no-text path), cached per caption pair."""
-        key = (captions[0], captions[1]) if captions is not None else None
         with self._lock:
-            if key in self._planes:
-                self._planes.move_to_end(key)
-                return self._planes[key]
+            misses = [text for text in dict.fromkeys(captions) if text not in self._texts]
+            if misses:
+                self.calls["text"] += 1
+                self._texts.update(zip(misses, self.fuser.encode_captions(misses)))
+            for text in captions:
+                self._texts.move_to_end(text)
+            while len(self._texts) > 2 * CAPTION_CACHE_SIZE:
+                self._texts.popitem(last=False)
+            return join_captions([self._texts[text] for text in captions])
+
+    def guided(self, scene: tuple[str, str] | None) -> list[GuidedFeatures]:
+        """The trunk's output per tile under ``scene`` (None: the no-text path), cached per caption pair."""
+        key = (scene[0], scene[1]) if scene is not None else None
+        with self._lock:
+            if key in self._guided:
+                self._guided.move_to_end(key)
+                return self._guided[key]
+            text, mask = self.text_features(key) if key is not None else (None, None)
+            self.calls["guide"] += 1
+            guided = self.fuser.guide_pair(self.encoded(), text, mask)
+            self._guided[key] = guided
+            while len(self._guided) > SCENE_CACHE_SIZE:
+                self._guided.popitem(last=False)
+            return guided
+
+    def decode(self, captions: tuple[str, str] | None, scene: tuple[str, str] | None = None) -> np.ndarray:
+        """The fused (H, W) luminance under ``captions`` (None: the no-text path) over the trunk of ``scene``
+        (None: :meth:`scene_captions`), cached per caption pair and scene."""
+        key = (captions[0], captions[1]) if captions is not None else None
+        if key is not None and scene is None:
+            scene = self.scene_captions(key)
+        scene = (scene[0], scene[1]) if key is not None and scene is not None else None
+        with self._lock:
+            if (key, scene) in self._planes:
+                self._planes.move_to_end((key, scene))
+                return self._planes[(key, scene)]
+            guided = self.guided(scene)
             text, mask = self.text_features(key) if key is not None else (None, None)
             self.calls["decode"] += 1
-            plane = self.fuser.decode_pair(self.encoded(), text, mask)
-            self._planes[key] = plane
+            plane = self.fuser.decode_pair(self.encoded(), text, mask, guided=guided)
+            self._planes[(key, scene)] = plane
             while len(self._planes) > CAPTION_CACHE_SIZE:
                 self._planes.popitem(last=False)
             return plane
@@ -184,34 +249,37 @@ class PairSession:
         use_text = use_text and self.fuser.uses_text
         notes: list[str] = []
         authors = ("", "")
+        scene = None
         with self._lock:
             if use_text:
                 start = time.perf_counter()
                 drafts: tuple[CaptionedSource | None, CaptionedSource | None] = self._given_drafts
                 if captions is None:
                     drafts = self.drafts(mode)
-                    captions = (drafts[0].caption.text, drafts[1].caption.text)
+                    captions = scene = (drafts[0].caption.text, drafts[1].caption.text)
                 elif mode in self._drafts:
                     drafts = self._drafts[mode]
                 authors = (caption_author(captions[0], drafts[0]), caption_author(captions[1], drafts[1]))
                 notes.extend(draft_notes(drafts))
                 seconds["captions"] = time.perf_counter() - start
+                scene = scene or self.scene_captions(captions)
                 start = time.perf_counter()
-                self.text_features(captions)
-                if reference_captions is not None:
-                    self.text_features(reference_captions)
+                for texts in (captions, scene, reference_captions):
+                    if texts is not None:
+                        self.text_features(texts)
                 seconds["text"] = time.perf_counter() - start
             start = time.perf_counter()
-            plane = self.decode(captions if use_text else None)
+            plane = self.decode(captions if use_text else None, scene)
             reference = None
             if use_text and reference_captions is not None:
                 reference = self.decode(reference_captions)
             seconds["network"] = time.perf_counter() - start
             notes.extend(self.encoded().notes)
         used = captions if use_text and captions is not None else ("", "")
-        return FusionResult(self.pair.colorize(plane), plane, used, authors, seconds, notes, reference,
-                            reference_captions if reference is not None else None)
+        return FusionResult(self.colorize(plane), plane, used, authors, seconds, notes, reference,
+                            reference_captions if reference is not None else None, scene)
 
     def fuse_texts(self, captions: list[tuple[str, str]]) -> list[np.ndarray]:
-        """The fused (H, W) luminance under each caption pair (the sources encoded once)."""
+        """The fused (H, W) luminance under each caption pair (the sources encoded once, the trunk once per scene:
+        :meth:`scene_captions`)."""
         return [self.decode(c) for c in captions]

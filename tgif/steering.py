@@ -192,8 +192,9 @@ def run_steer_benchmark(weights: str | os.PathLike, dataset: str = "msrs_test",
                         progress: bool = True, caption_mode: str = "full") -> SteerReport:
     """Fuse each case neutral, named (once per phrasing) and with both controls; see the module docstring.
 
-    Each pair is one :class:`tgif.session.PairSession`: the sources are encoded once and only the text-guided
-    decoder runs per caption.
+    Each pair is one :class:`tgif.session.PairSession` whose scene is the drafted captions, as in the app: the
+    sources are encoded and the trunk run once, and only the grounding head and the decoder run per caption (a
+    model without a grounding head runs its trunk per caption too).
     """
     from tgif.pipeline import TGIFFuser
     from tgif.session import PairSession
@@ -210,6 +211,7 @@ def run_steer_benchmark(weights: str | os.PathLike, dataset: str = "msrs_test",
     report = SteerReport(str(weights), str(dataset), tuple(phrasings))
     for case in tqdm(cases, desc=f"steer {Path(str(weights)).stem}", unit="pair", disable=not progress):
         session = PairSession(fuser, files_by_id[case.pair_id].load(on_large="downscale"), "ivf")
+        session.set_scene(case.captions)  # the drafts, as in the app: an edit steers over their trunk
         phrases = [highlight_phrase(case.label, case.position, phrasing) for phrasing in phrasings]
         controls = {"absent": ABSENT_PHRASE.format(position=case.position), "nothing": NOTHING_PHRASE}
         captions = [case.captions] + [(add_phrase(case.captions[0], p), case.captions[1])
@@ -281,6 +283,7 @@ def steering_figure(weights: Sequence[str | os.PathLike], case: SteerCase, datas
     axes = fig.subplots(len(weights), 3, squeeze=False)
     for row, path in enumerate(weights):
         session = PairSession(TGIFFuser(path, device="cpu"), pair, "ivf")
+        session.set_scene(case.captions)
         outputs = session.fuse_texts([case.captions, (add_phrase(case.captions[0], phrase), case.captions[1])])
         effect = (outputs[1] - outputs[0]) * 255.0
         scale = max(2.0, float(np.percentile(np.abs(effect), 99.9)))

@@ -84,6 +84,22 @@ def merge_chroma(cbcr_a: np.ndarray, cbcr_b: np.ndarray) -> np.ndarray:
     return merged.astype(np.float32)
 
 
+def chroma_rgb(cbcr: np.ndarray) -> np.ndarray:
+    """What chroma (H, W, 2) adds to a grey image: float64 (H, W, 3) RGB, so that the colour of a luminance Y is
+    ``Y + chroma_rgb(cbcr)`` (:func:`add_chroma`); computed once per pair, it serves every fused luminance."""
+    if cbcr.ndim != 3 or cbcr.shape[-1] != 2:
+        raise ValueError(f"chroma must have shape (H, W, 2), got {cbcr.shape}")
+    return (cbcr.astype(np.float64) - 0.5) @ _INVERSE[:, 1:].T
+
+
+def add_chroma(y: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """Colour a luminance (H, W) in [0, 1] with :func:`chroma_rgb`'s (H, W, 3): float32 RGB clipped to [0, 1]."""
+    if rgb.shape != y.shape + (3,):
+        raise ValueError(f"chroma shape {rgb.shape[:2]} does not match luminance {y.shape}")
+    out = y.astype(np.float64)[..., None] * _INVERSE[:, 0] + rgb
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
 def colorize(y: np.ndarray, cbcr: np.ndarray | None) -> np.ndarray:
     """Combine a fused luminance (H, W) with chroma (H, W, 2); grey output when ``cbcr`` is None."""
     if y.ndim != 2:
@@ -93,4 +109,4 @@ def colorize(y: np.ndarray, cbcr: np.ndarray | None) -> np.ndarray:
         return y
     if cbcr.shape != y.shape + (2,):
         raise ValueError(f"chroma shape {cbcr.shape} does not match luminance {y.shape}")
-    return ycbcr_to_rgb(np.concatenate([y[..., None], cbcr.astype(np.float32)], axis=-1))
+    return add_chroma(y, chroma_rgb(cbcr))

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from tgif.errors import PairSizeError, UnknownNameError
-from tgif.io.color import chroma, colorize, luminance, merge_chroma
+from tgif.io.color import add_chroma, chroma, chroma_rgb, colorize, luminance, merge_chroma
 from tgif.io.image import ImageInput, OnLarge, SourceImage, describe_size, load_image
 
 TASKS: tuple[str, ...] = ("ivf", "mif", "mef", "mff")
@@ -73,11 +73,21 @@ class ImagePair:
             return colours[0]
         return merge_chroma(colours[0], colours[1])
 
-    def colorize(self, fused_y: np.ndarray) -> np.ndarray:
-        """Return the fused image: ``fused_y`` (H, W) in [0, 1] with this pair's chroma restored."""
+    def colorize(self, fused_y: np.ndarray, colour: np.ndarray | None = None) -> np.ndarray:
+        """Return the fused image: ``fused_y`` (H, W) in [0, 1] with this pair's chroma restored.
+
+        ``colour``: this pair's :meth:`colour`, when the caller keeps it for many fused images (a session does).
+        """
         if fused_y.shape != self.shape:
             raise ValueError(f"fused luminance is {fused_y.shape[::-1]}, the pair is {self.shape[::-1]}")
-        return colorize(fused_y, self.chroma())
+        if colour is None:
+            return colorize(fused_y, self.chroma())
+        return add_chroma(np.clip(fused_y, 0.0, 1.0), colour)
+
+    def colour(self) -> np.ndarray | None:
+        """What this pair's chroma adds to a fused luminance (:func:`tgif.io.color.chroma_rgb`); None when grey."""
+        cbcr = self.chroma()
+        return None if cbcr is None else chroma_rgb(cbcr)
 
 
 def _default_name(source: ImageInput, fallback: str) -> str:

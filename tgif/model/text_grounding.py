@@ -88,8 +88,18 @@ class TextGrounding(nn.Module):
         nn.init.zeros_(self.emphasis.bias)
         self.scale = key_dim ** -0.5
 
-    def relevance(self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, 1, h, w) relevance in (0, 1); zero where a sample has no real token."""
+    def pixel_side(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the head computes from the features alone, the same for every caption: the pixel queries
+        (B, h*w, key_dim) (a view of channels_last features) and the emphasis ``conv1x1(x)`` (B, C, h, w)."""
+        b, _, h, w = x.shape
+        detached = x.detach()
+        q = self.to_q(self.norm(detached)) + self.position(position_features(h, w, x.device, x.dtype))
+        return q.permute(0, 2, 3, 1).reshape(b, h * w, q.shape[1]), self.emphasis(x)
+
+    def relevance(self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
+                  queries: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 1, h, w) relevance in (0, 1); zero where a sample has no real token. ``queries``: the pixel queries
+        of :meth:`pixel_side` when already computed for ``x``."""
         x, tokens = x.detach(), tokens.detach()
         b, _, h, w = x.shape
         padding = None  # (B, L, 1): 0 on real tokens, -inf on padding
@@ -100,11 +110,9 @@ class TextGrounding(nn.Module):
                 padding = torch.zeros_like(mask, dtype=tokens.dtype).masked_fill(~mask, float("-inf"))[..., None]
         if tokens.shape[1] == 0:
             return x.new_zeros(b, 1, h, w)
-        q = self.to_q(self.norm(x)) + self.position(position_features(h, w, x.device, x.dtype))
-        # pixel queries as (B, h*w, key_dim), a view of channels_last features; the scale is folded into
-        # the (few) keys instead of the (many) scores, which are laid out (B, L, pixels) and made a block
-        # of pixels at a time (:data:`SCORE_BLOCK`): on CPU that is 3x faster than one (B, L, h*w) map
-        q = q.permute(0, 2, 3, 1).reshape(b, h * w, q.shape[1])
+        # the scale is folded into the (few) keys instead of the (many) scores, which are laid out (B, L, pixels)
+        # and made a block of pixels at a time (:data:`SCORE_BLOCK`): on CPU that is 3x faster than one map
+        q = queries.detach() if queries is not None else self.pixel_side(x)[0]
         k = self.to_k(self.norm_text(tokens)) * self.scale  # (B, L, key_dim)
         best = []
         for block in q.split(max(1, SCORE_BLOCK // k.shape[1]), dim=1):
@@ -113,10 +121,15 @@ class TextGrounding(nn.Module):
         relevance = torch.sigmoid(torch.cat(best, dim=1) + self.bias)  # (B, h*w); 0 where no token is real
         return relevance.reshape(b, 1, h, w)
 
-    def forward(self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Emphasise (B, C, h, w) features where the caption points; returns (features, relevance)."""
-        relevance = self.relevance(x, tokens, mask)
-        return x + emphasis_gate(relevance) * self.emphasis(x), relevance
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
+                pixel_side: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Emphasise (B, C, h, w) features where the caption points; returns (features, relevance).
+
+        ``pixel_side``: :meth:`pixel_side` of ``x`` when kept for many captions (computed here when None).
+        """
+        queries, emphasis = pixel_side if pixel_side is not None else self.pixel_side(x)
+        relevance = self.relevance(x, tokens, mask, queries)
+        return x + emphasis_gate(relevance) * emphasis, relevance
 
 
 #: Scores (tokens x pixels) the relevance computes at a time: 4 MiB of float32, which stays in the CPU's cache.

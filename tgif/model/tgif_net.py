@@ -20,6 +20,11 @@ c_k = dim / 2**(n - k) at level k (full resolution is level 0, c_n = dim):
    residual r (B, 1, Hp, Wp).
 6. fused = mean(y_a, y_b) + r, cropped to (B, 1, H, W); clamped to [0, 1] in eval mode only.
 
+The stages can run apart (``forward`` is them in sequence): :meth:`TGIFNet.encode_sources` (step 2,
+text-free), :meth:`TGIFNet.guide_sources` (steps 3-4, the trunk) and :meth:`TGIFNet.ground_and_decode`
+(the grounding head, then step 5). A pair's encoded sources serve every caption, and with a grounding
+head the trunk of its drafted captions serves every edit of them (see :mod:`tgif.session`).
+
 The Restormer blocks work at 1/s resolution and the full- and half-resolution levels use cheap
 convolutions only: at full resolution a Restormer stack costs tens of seconds per 640x480 image on
 a 2-core CPU (``shared/notes/toolchain.md`` section 7). Feature maps are kept in channels_last
@@ -233,6 +238,21 @@ class SourceFeatures:
                               rep(self.feat_a), rep(self.feat_b))
 
 
+@dataclass
+class GuidedFeatures:
+    """What :meth:`TGIFNet.guide_sources` computes once per pair and scene captions, reused by every edit of them.
+
+    Attributes:
+        merged: (B, dim, Hp/s, Wp/s) the trunk's output (text blocks, cross-source block, merge).
+        pixel_side: the grounding head's caption-independent part of ``merged``
+            (:meth:`~tgif.model.text_grounding.TextGrounding.pixel_side`), filled in by the first
+            :meth:`TGIFNet.ground_and_decode` that needs it; None until then.
+    """
+
+    merged: torch.Tensor
+    pixel_side: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
 class TGIFNet(nn.Module):
     """Text-guided fusion of two luminance images (see the module docstring for the data flow).
 
@@ -310,27 +330,58 @@ class TGIFNet(nn.Module):
     def guide_and_ground(self, features: SourceFeatures, text: torch.Tensor | None = None,
                          text_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """:meth:`guide_and_decode` that also returns where the caption points: the grounding head's relevance
-        (B, 1, Hp/s, Wp/s) in (0, 1) at the feature resolution, or None (no grounding head, or no text)."""
+        (B, 1, Hp/s, Wp/s) in (0, 1) at the feature resolution, or None (no grounding head, or no text).
+
+        The same as ``ground_and_decode(features, guide_sources(features, text, text_mask), text, text_mask)``.
+        """
+        return self.ground_and_decode(features, self.guide_sources(features, text, text_mask), text, text_mask)
+
+    def guide_sources(self, features: SourceFeatures, text: torch.Tensor | None = None,
+                      text_mask: torch.Tensor | None = None) -> GuidedFeatures:
+        """Stage 2a, the trunk: the text-guided blocks per source (steps 3-4 of the module docstring), the
+        cross-source block and the merge -> (B, dim, Hp/s, Wp/s) in a :class:`GuidedFeatures`. ``text`` as in
+        :meth:`forward`."""
         feat_a, feat_b = features.feat_a, features.feat_b
-        tokens = relevance = None
-        if self.config.use_text and text is not None and text.shape[1] > 0:
-            batch = features.mean.shape[0]
-            if text.ndim != 3 or text.shape[0] != batch or text.shape[2] != self.config.text_dim:
-                raise ValueError(f"text must be (B, L, {self.config.text_dim}) with B={batch}, got {tuple(text.shape)}")
-            if text_mask is None:
-                text_mask = torch.ones(text.shape[:2], dtype=torch.bool, device=text.device)
+        text, text_mask = self._text_or_none(features, text, text_mask)
+        if text is not None:
             tokens = self.text_adapter(text.to(feat_a.dtype))
             feat_a = self.text_a(feat_a, tokens, text_mask)
             feat_b = self.text_b(feat_b, tokens, text_mask)
-
         feat_a, feat_b = self.cross_source(feat_a, feat_b)
-        merged = self.merge(torch.cat([feat_a, feat_b], dim=1))
-        if tokens is not None and self.config.grounding:
-            merged, relevance = self.grounding(merged, text.to(merged.dtype), text_mask)
+        return GuidedFeatures(self.merge(torch.cat([feat_a, feat_b], dim=1)))
+
+    def ground_and_decode(self, features: SourceFeatures, guided: GuidedFeatures, text: torch.Tensor | None = None,
+                          text_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Stage 2b: the grounding head (when the network has one) under ``text`` and the decoder, from the
+        trunk's output (:meth:`guide_sources`) -> (fused (B, 1, H, W), relevance or None).
+
+        ``guided`` may come from other captions than ``text``: the session reuses the trunk of a pair's drafted
+        captions for every edit of them, so that an edit runs only this stage (:mod:`tgif.session`); the head's
+        caption-independent part is kept in ``guided`` for the next caption.
+        """
+        text, text_mask = self._text_or_none(features, text, text_mask)
+        merged, relevance = guided.merged, None
+        if text is not None and self.config.grounding:
+            if guided.pixel_side is None:
+                guided.pixel_side = self.grounding.pixel_side(merged)
+            merged, relevance = self.grounding(merged, text.to(merged.dtype), text_mask, guided.pixel_side)
         height, width = features.mean.shape[-2:]
         residual = self.decoder(merged, features.skips_a, features.skips_b)[..., :height, :width]
         fused = features.mean + residual
         return (fused if self.training else fused.clamp(0.0, 1.0)), relevance
+
+    def _text_or_none(self, features: SourceFeatures, text: torch.Tensor | None,
+                      text_mask: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(text, mask) the text modules read, with an all-True mask when None; (None, None) when the network
+        ignores text (no text, no tokens, or built without text). Raises ValueError on a bad text shape."""
+        if not self.config.use_text or text is None or text.shape[1] == 0:
+            return None, None
+        batch = features.mean.shape[0]
+        if text.ndim != 3 or text.shape[0] != batch or text.shape[2] != self.config.text_dim:
+            raise ValueError(f"text must be (B, L, {self.config.text_dim}) with B={batch}, got {tuple(text.shape)}")
+        if text_mask is None:
+            text_mask = torch.ones(text.shape[:2], dtype=torch.bool, device=text.device)
+        return text, text_mask
 
     def _check_inputs(
         self,
