@@ -369,14 +369,26 @@ WEIGHTS = REPO / "weights" / "tgif_ivf.safetensors"
 
 @pytest.mark.skipif(not WEIGHTS.exists(), reason="no committed IVF weights")
 def test_two_stage_network_equals_forward_on_the_committed_weights():
+    from tgif.model.tgif_net import GuidedFeatures
+
     model, _ = load_tgif(WEIGHTS)
     rng = torch.Generator().manual_seed(0)
     y_a, y_b = torch.rand(1, 1, 90, 122, generator=rng), torch.rand(1, 1, 90, 122, generator=rng)
     text = torch.randn(1, 30, model.config.text_dim, generator=rng)
+    other = torch.randn(1, 12, model.config.text_dim, generator=rng)
     with torch.no_grad():
         whole = model(y_a, y_b, text)
-        staged = model.guide_and_decode(model.encode_sources(y_a, y_b), text)
-    assert torch.equal(whole, staged)
+        features = model.encode_sources(y_a, y_b)
+        staged = model.guide_and_decode(features, text)
+        guided = model.guide_sources(features, text)
+        three = model.ground_and_decode(features, guided, text)[0]
+        assert guided.pixel_side is not None  # the head's caption-independent half, kept for the next caption
+        again = model.ground_and_decode(features, guided, text)[0]
+        # another caption over the same trunk: with the kept half, the same as with the head computed afresh
+        kept = model.ground_and_decode(features, guided, other)[0]
+        fresh = model.ground_and_decode(features, GuidedFeatures(guided.merged), other)[0]
+    assert torch.equal(whole, staged) and torch.equal(whole, three) and torch.equal(whole, again)
+    assert torch.equal(kept, fresh) and not torch.equal(kept, whole)
 
 
 def test_steer_command_prints_per_pair_rows_and_medians(data_root, capsys, tmp_path):
