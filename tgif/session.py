@@ -145,8 +145,10 @@ class PairSession:
         to :meth:`set_scene`, else the pair's drafts (drafted here or given to :meth:`use_drafts`), else
         ``captions``. So a caption edit runs only the head and the decoder over the trunk of the drafts, and the
         drafts themselves, or captions fused in a session that has no drafts, get exactly ``forward``'s output.
-        Steering lives in the head: with the trunk reading the edited captions instead, the steering benchmark
-        moved by a few percent (docs/RESULTS.md). Without a head the trunk is all that reads text: ``captions``.
+        Steering lives in the head: against the trunk reading the edited captions too, ``tgif steer`` on the
+        committed model goes from locality 22x to 30x and contrast gain +32% to +29%, and its controls (an absent
+        object, a sentence naming nothing) from 0.1 to 0.00 grey levels (weights/README.md). Without a head the
+        trunk is all that reads text: ``captions``.
         """
         with self._lock:
             if not self.fuser.steers_late:
@@ -200,7 +202,8 @@ class PairSession:
             return join_captions([self._texts[text] for text in captions])
 
     def guided(self, scene: tuple[str, str] | None) -> list[GuidedFeatures]:
-        """The trunk's output per tile under ``scene`` (None: the no-text path), cached per caption pair."""
+        """The trunk's output per tile under ``scene`` (None: the no-text path), cached per scene
+        (:data:`SCENE_CACHE_SIZE`)."""
         key = (scene[0], scene[1]) if scene is not None else None
         with self._lock:
             if key in self._guided:

@@ -90,16 +90,20 @@ class TextGrounding(nn.Module):
 
     def pixel_side(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What the head computes from the features alone, the same for every caption: the pixel queries
-        (B, h*w, key_dim) (a view of channels_last features) and the emphasis ``conv1x1(x)`` (B, C, h, w)."""
+        (:meth:`pixel_queries`) and the emphasis ``conv1x1(x)`` (B, C, h, w)."""
+        return self.pixel_queries(x), self.emphasis(x)
+
+    def pixel_queries(self, x: torch.Tensor) -> torch.Tensor:
+        """The pixel queries (B, h*w, key_dim) of (B, C, h, w) features (a view of channels_last features), from
+        a detached copy of them."""
         b, _, h, w = x.shape
-        detached = x.detach()
-        q = self.to_q(self.norm(detached)) + self.position(position_features(h, w, x.device, x.dtype))
-        return q.permute(0, 2, 3, 1).reshape(b, h * w, q.shape[1]), self.emphasis(x)
+        q = self.to_q(self.norm(x.detach())) + self.position(position_features(h, w, x.device, x.dtype))
+        return q.permute(0, 2, 3, 1).reshape(b, h * w, q.shape[1])
 
     def relevance(self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
                   queries: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 1, h, w) relevance in (0, 1); zero where a sample has no real token. ``queries``: the pixel queries
-        of :meth:`pixel_side` when already computed for ``x``."""
+        of :meth:`pixel_queries` when already computed for ``x``."""
         x, tokens = x.detach(), tokens.detach()
         b, _, h, w = x.shape
         padding = None  # (B, L, 1): 0 on real tokens, -inf on padding
@@ -112,7 +116,7 @@ class TextGrounding(nn.Module):
             return x.new_zeros(b, 1, h, w)
         # the scale is folded into the (few) keys instead of the (many) scores, which are laid out (B, L, pixels)
         # and made a block of pixels at a time (:data:`SCORE_BLOCK`): on CPU that is 3x faster than one map
-        q = queries.detach() if queries is not None else self.pixel_side(x)[0]
+        q = queries.detach() if queries is not None else self.pixel_queries(x)
         k = self.to_k(self.norm_text(tokens)) * self.scale  # (B, L, key_dim)
         best = []
         for block in q.split(max(1, SCORE_BLOCK // k.shape[1]), dim=1):
