@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -40,6 +41,32 @@ def test_fuse_with_tgif_and_user_captions(checkpoint, tmp_path, capsys) -> None:
     assert "caption 1 (user): a person on the left" in printed and "network" in printed
     with Image.open(out) as image:
         assert image.size == (320, 240) and image.mode == "RGB"
+
+
+COMMITTED_IVF = Path(__file__).resolve().parents[1] / "weights" / "tgif_ivf.safetensors"
+
+
+@pytest.mark.skipif(not COMMITTED_IVF.exists(), reason="no committed IVF weights")
+def test_fuse_with_user_captions_steers_over_the_drafts_trunk_like_the_app(tmp_path, capsys) -> None:
+    from tgif.io import load_pair
+    from tgif.pipeline import TGIFFuser
+
+    drafted_png, edited_png = tmp_path / "drafted.png", tmp_path / "edited.png"
+    assert main(["fuse", str(IR), str(VI), "-o", str(drafted_png)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    drafts = tuple(line.split(": ", 1)[1] for line in lines if line.startswith("caption "))
+    assert len(drafts) == 2 and not any("trunk read" in line for line in lines)
+    edited = (drafts[0] + " Highlight the person on the left.", drafts[1])
+    assert main(["fuse", str(IR), str(VI), "-o", str(edited_png), "--caption1", edited[0],
+                 "--caption2", edited[1]]) == 0
+    printed = capsys.readouterr().out
+    assert "caption 1 (user): " in printed and "caption 2 (draft:template): " in printed
+    assert "the network's trunk read the drafted captions" in printed
+    session = TGIFFuser(COMMITTED_IVF, device="cpu").session(load_pair(str(IR), str(VI), task="ivf"))
+    session.set_scene(drafts)  # what the app computes for this edit
+    expected = np.round(session.fuse(edited).image * 255.0)
+    with Image.open(edited_png) as image:
+        assert np.abs(np.asarray(image, np.float64) - expected).max() <= 1.0  # the 8-bit PNG's rounding
 
 
 def test_fuse_with_tgif_drafts_captions_and_rejects_half_captions(checkpoint, tmp_path, capsys) -> None:

@@ -272,10 +272,16 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
         perceiver = Perceiver(detector=YoloDetector(args.detector) if args.detector else None, detector_optional=True)
         fuser = TGIFFuser(args.weights or default_weights(spec.task), captioner=args.captioner, perceiver=perceiver)
         captions = (args.caption1, args.caption2) if args.caption1 is not None else None
-        result = fuser.session(pair, spec).fuse(captions, use_text=not args.no_text)
+        session = fuser.session(pair, spec)
+        if captions is not None and not args.no_text and fuser.steers_late:
+            session.drafts()  # as in the app: given captions steer over the trunk of the pair's drafted captions
+        result = session.fuse(captions, use_text=not args.no_text)
         fused = result.image
         for label, caption, source in zip(("caption 1", "caption 2"), result.captions, result.caption_sources):
             print(f"{label} ({source or 'off'}): {caption}")
+        if result.scene_captions is not None and result.scene_captions != result.captions:
+            print("note: the network's trunk read the drafted captions, the given ones its grounding head and "
+                  "decoder, as the app fuses an edit")
         for note in result.notes:
             print(f"note: {note}")
         print("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in result.seconds.items()))
