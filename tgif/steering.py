@@ -3,7 +3,9 @@
 Per IVF pair of a dataset on which the detector found a person or a car (detections from the
 dataset's caption file, merged over both sources; the highest-scoring such object is the one
 named), the pair is fused with its drafted captions (*neutral*) and with a phrase naming the
-object and its position appended to caption 1 (*named*), once per phrasing. What a user would see:
+object and its position appended to caption 1 (*named*), once per phrasing, each over the trunk of the
+drafted captions, as the app fuses an edit (:meth:`tgif.session.PairSession.scene_captions`). What a
+user would see:
 
 - ``delta_in``: mean |F_named - F_neutral| inside the object's box, in grey levels (0-255);
 - ``delta_out``: the same outside the box dilated by 50% (half on each side);
