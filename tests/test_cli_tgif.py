@@ -146,3 +146,13 @@ def test_bench_fuse_prints_the_paired_ratio(monkeypatch, capsys) -> None:
     out = capsys.readouterr().out
     assert calls == [6] and "median of 6 rounds" in out
     assert "1.00x the first" in out and "1.20x the first" in out and "1.30x" not in out
+
+
+@pytest.mark.skipif(not COMMITTED_IVF.exists(), reason="no committed IVF weights")
+def test_bench_session_times_an_edit_without_the_encoders_or_the_trunk() -> None:
+    from tgif.bench import bench_session
+
+    rows = bench_session(str(COMMITTED_IVF), repeat=2, sizes=((96, 64),))  # raises if an edit re-ran either
+    row = rows["96x64"]
+    assert set(row) == {"fresh_pair", "caption_edit", "ratio"}
+    assert row["caption_edit"] > 0 and row["ratio"] == row["caption_edit"] / row["fresh_pair"]  # speed: the bench
