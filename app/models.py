@@ -90,6 +90,8 @@ class ModelHub:
         self._toasts: OrderedDict[str, set[str]] = OrderedDict()
         self._slots = threading.BoundedSemaphore(config.concurrency)
         self._waiting = 0
+        #: torch's CPU threads for the network, as the process started (each job's thread is set to it)
+        self.threads = torch.get_num_threads()
         wants_cuda = config.device in ("auto", "cuda")
         self.device = "cuda" if wants_cuda and torch.cuda.is_available() else "cpu"
         self.device_note = ""
@@ -113,7 +115,8 @@ class ModelHub:
     @contextmanager
     def network_slot(self, waiting: Callable[[int], None] = lambda ahead: None,
                      timeout: float | None = None) -> Iterator[None]:
-        """Hold one of the ``TGIF_APP_CONCURRENCY`` network slots for the ``with`` block.
+        """Hold one of the ``TGIF_APP_CONCURRENCY`` network slots for the ``with`` block, on :attr:`threads` CPU
+        threads.
 
         When none is free, ``waiting(n)`` is called once with the number of jobs waiting before this one
         (so the user sees a queue position) and the block starts when a slot frees up.
@@ -132,6 +135,9 @@ class ModelHub:
             finally:
                 with self._lock:
                     self._waiting -= 1
+        if self.device == "cpu" and torch.get_num_threads() != self.threads:
+            # a worker thread can start with fewer (a library lowered the count while its pool started)
+            torch.set_num_threads(self.threads)
         try:
             yield
         finally:

@@ -541,6 +541,26 @@ def test_network_slots_make_later_jobs_wait_and_say_how_many_are_ahead(app_env):
             pass
 
 
+def test_a_network_slot_runs_on_the_hubs_threads_whatever_its_worker_thread_started_with(app_env):
+    import threading
+
+    hub = ModelHub(AppConfig(output_dir=app_env / "out-threads", device="cpu"))
+    seen: list[int] = []
+
+    def job() -> None:
+        torch.set_num_threads(1)  # as a worker thread whose pool started while a library had lowered the count
+        try:
+            with hub.network_slot():
+                seen.append(torch.get_num_threads())
+        finally:
+            torch.set_num_threads(hub.threads)
+
+    worker = threading.Thread(target=job)
+    worker.start()
+    worker.join(10)
+    assert seen == [hub.threads] and hub.device_label == f"CPU ({hub.threads} threads)"
+
+
 def test_run_files_live_as_long_as_the_session_history(app_env):
     from app.callbacks import add_to_history, discard_run_files
 

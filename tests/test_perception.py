@@ -85,6 +85,18 @@ def test_detection_leaves_torch_thread_count_alone() -> None:
         torch.set_num_threads(before)
 
 
+def test_detection_never_lowers_torch_thread_count_even_for_a_moment(monkeypatch) -> None:
+    # a lowered count, even during a detection, is picked up by any worker thread whose pool starts then
+    import torch
+
+    before = torch.get_num_threads()
+    calls: list[int] = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n) or real(n))
+    YoloDetector("yolo11n.yaml", imgsz=64).detect(np.zeros((48, 64, 3), np.uint8))  # the first: the predictor is set up
+    assert len(calls) >= 2 and min(calls) == before  # Ultralytics' select_device ran, and set the count we had
+
+
 def test_detector_rejects_bad_input_and_missing_weights(tmp_path) -> None:
     with pytest.raises(ValueError, match="uint8"):
         YoloDetector("yolo11n.yaml").detect(np.zeros((8, 8), np.float32))

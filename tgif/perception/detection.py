@@ -131,11 +131,16 @@ class YoloDetector:
         model = self._load()
         bgr = np.ascontiguousarray(image[..., ::-1])  # Ultralytics treats numpy input as BGR
         threads = torch.get_num_threads()
+        # Ultralytics' select_device sets torch's thread count to its NUM_THREADS (cpu_count - 1, at most 8) for the
+        # whole process; a worker thread that starts its pool meanwhile (the app analyses both uploads at once, and
+        # fuses in those threads) keeps the lowered count. Its NUM_THREADS set to ours, it leaves the count alone.
+        from ultralytics.utils import torch_utils
+
+        torch_utils.NUM_THREADS = threads
         try:
             result = model.predict(bgr, conf=self.conf, imgsz=self.imgsz, device=self.device, verbose=False)[0]
         except Exception as exc:  # noqa: BLE001
             raise DetectorError(f"detection failed: {exc}") from exc
         finally:
-            # Ultralytics' select_device sets torch's thread count to cpu_count - 1 for the whole process
-            torch.set_num_threads(threads)
+            torch.set_num_threads(threads)  # should another path of Ultralytics set it
         return _to_detections(result, (image.shape[1], image.shape[0]), self.model_name)
