@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -273,9 +274,13 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
         fuser = TGIFFuser(args.weights or default_weights(spec.task), captioner=args.captioner, perceiver=perceiver)
         captions = (args.caption1, args.caption2) if args.caption1 is not None else None
         session = fuser.session(pair, spec)
-        if captions is not None and not args.no_text and fuser.steers_late:
+        started, drafting = time.perf_counter(), captions is not None and not args.no_text and fuser.steers_late
+        if drafting:
             session.drafts()  # as in the app: given captions steer over the trunk of the pair's drafted captions
+        drafted_in = time.perf_counter() - started
         result = session.fuse(captions, use_text=not args.no_text)
+        if drafting:
+            result.seconds["captions"] = result.seconds.get("captions", 0.0) + drafted_in
         fused = result.image
         for label, caption, source in zip(("caption 1", "caption 2"), result.captions, result.caption_sources):
             print(f"{label} ({source or 'off'}): {caption}")
