@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import sys
-import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -273,14 +272,8 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
         perceiver = Perceiver(detector=YoloDetector(args.detector) if args.detector else None, detector_optional=True)
         fuser = TGIFFuser(args.weights or default_weights(spec.task), captioner=args.captioner, perceiver=perceiver)
         captions = (args.caption1, args.caption2) if args.caption1 is not None else None
-        session = fuser.session(pair, spec)
-        started, drafting = time.perf_counter(), captions is not None and not args.no_text and fuser.steers_late
-        if drafting:
-            session.drafts()  # as in the app: given captions steer over the trunk of the pair's drafted captions
-        drafted_in = time.perf_counter() - started
-        result = session.fuse(captions, use_text=not args.no_text)
-        if drafting:
-            result.seconds["captions"] = result.seconds.get("captions", 0.0) + drafted_in
+        # as in the app: given captions steer over the trunk of the pair's drafted captions
+        result = fuser.session(pair, spec).fuse(captions, use_text=not args.no_text, draft_scene=True)
         fused = result.image
         for label, caption, source in zip(("caption 1", "caption 2"), result.captions, result.caption_sources):
             print(f"{label} ({source or 'off'}): {caption}")

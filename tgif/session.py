@@ -18,6 +18,7 @@ and :mod:`tgif.model`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -94,7 +95,6 @@ class PairSession:
         self._planes: OrderedDict[tuple[tuple[str, str] | None, tuple[str, str] | None], np.ndarray] = OrderedDict()
         self._luminances: tuple[np.ndarray, np.ndarray] | None = None
         self._scene: tuple[str, str] | None = None
-        self._colour: tuple[np.ndarray | None] | None = None
         #: Stage counters (for tests and benchmarks): how often each stage really ran (``guide``: the trunk).
         self.calls = {"perception": 0, "encode_sources": 0, "text": 0, "guide": 0, "decode": 0}
 
@@ -169,13 +169,14 @@ class PairSession:
                 self._luminances = self.pair.luminances()
             return self._luminances
 
+    @functools.cached_property
+    def colour(self) -> np.ndarray | None:
+        """What the pair's chroma adds to a fused luminance (:meth:`tgif.io.pair.ImagePair.colour`), computed once."""
+        return self.pair.colour()
+
     def colorize(self, plane: np.ndarray) -> np.ndarray:
-        """A fused luminance with the pair's colour (:meth:`tgif.io.pair.ImagePair.colorize`; the chroma's
-        contribution computed once)."""
-        with self._lock:
-            if self._colour is None:
-                self._colour = (self.pair.colour(),)
-            return self.pair.colorize(plane, self._colour[0])
+        """A fused luminance with the pair's colour (:meth:`tgif.io.pair.ImagePair.colorize`)."""
+        return self.pair.colorize(plane, self.colour)
 
     def encoded(self) -> EncodedPair:
         """The sources' network features (stage 1, per tile when tiled), computed once."""
@@ -238,9 +239,14 @@ class PairSession:
             return plane
 
     def fuse(self, captions: tuple[str, str] | None = None, use_text: bool = True,
-             reference_captions: tuple[str, str] | None = None, mode: str = "full") -> FusionResult:
+             reference_captions: tuple[str, str] | None = None, mode: str = "full",
+             draft_scene: bool = False) -> FusionResult:
         """Fuse the pair; drafted captions when ``captions`` is None. ``use_text=False`` (or a model trained
         without text) runs the no-text path.
+
+        ``draft_scene``: with a grounding head, draft the pair first (when it has no drafts), so that given
+        ``captions`` steer over the drafts' trunk, as the app fuses them (:meth:`scene_captions`); the drafting
+        time counts under ``captions``.
 
         ``reference_captions`` (with text on) also gives the pair fused under them
         (:attr:`~tgif.pipeline.FusionResult.reference_luminance`, one more decoder pass unless cached), e.g. the
@@ -260,6 +266,8 @@ class PairSession:
                 if captions is None:
                     drafts = self.drafts(mode)
                     captions = scene = (drafts[0].caption.text, drafts[1].caption.text)
+                elif draft_scene and self.fuser.steers_late:
+                    drafts = self.drafts()
                 elif mode in self._drafts:
                     drafts = self._drafts[mode]
                 authors = (caption_author(captions[0], drafts[0]), caption_author(captions[1], drafts[1]))
