@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -70,6 +71,36 @@ def test_yolo_detector_on_tiny_random_model() -> None:
         x1, y1, x2, y2 = det.box
         assert 0 <= x1 <= x2 <= 128 and 0 <= y1 <= y2 <= 96
         assert isinstance(det.label, str) and det.class_id >= 0
+
+
+def test_yolo_detector_shared_by_threads_gives_each_its_own_boxes() -> None:
+    """The app's users share one detector; Ultralytics' model is not thread-safe on its own (its
+    predictor is built and configured on a call)."""
+    rng = np.random.default_rng(1)
+    images = [(rng.random(shape) * 255).astype(np.uint8) for shape in ((96, 128, 3), (128, 64, 3), (64, 64, 3))]
+    reference = YoloDetector("yolo11n.yaml", conf=1e-4, imgsz=128)
+    expected = [[(d.box, d.label) for d in reference.detect(image).items] for image in images]
+    shared = YoloDetector("yolo11n.yaml", conf=1e-4, imgsz=128)
+    shared._load().model.load_state_dict(reference._model.model.state_dict())  # the reference's random weights;
+    # its predictor is not built yet, so the threads' first calls race to build it as two uploads do
+    start = threading.Barrier(len(images))
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            start.wait()
+            for _ in range(4):
+                got = [(d.box, d.label) for d in shared.detect(images[index]).items]
+                assert got == expected[index], f"image {index} got other boxes"
+        except BaseException as exc:  # noqa: BLE001  (reported by the main thread)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(images))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:2]
 
 
 def test_detection_leaves_torch_thread_count_alone() -> None:

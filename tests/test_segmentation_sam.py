@@ -360,6 +360,37 @@ def test_sam_encodes_each_image_once(sam_segmenter):
     assert calls.count == 2
 
 
+def regions_of(seg: Segmentation) -> list[tuple[str, str, bytes]]:
+    return [(r.label, r.kind, np.packbits(r.mask).tobytes()) for r in seg.regions]
+
+
+def segment_at_once(segmenter, jobs: list[tuple[np.ndarray, Detections]], rounds: int) -> list[BaseException]:
+    """Segment each job ``rounds`` times, one thread per job, all at once; return what went wrong."""
+    expected = [regions_of(segmenter.segment(image, dets)) for image, dets in jobs]
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            for _ in range(rounds):
+                assert regions_of(segmenter.segment(*jobs[index])) == expected[index], f"job {index} got other masks"
+        except BaseException as exc:  # noqa: BLE001  (reported by the main thread)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+def test_sam_two_users_at_once_get_their_own_masks(sam_segmenter):
+    """The predictor holds one image between set_image and its prompts: concurrent calls must not mix."""
+    jobs = [(scene_image(48, 80), detections_for(48, 80)), (scene_image(64, 40)[::-1].copy(), detections_for(64, 40))]
+    errors = segment_at_once(sam_segmenter, jobs, rounds=15)
+    assert not errors, errors[:2]
+
+
 def test_sam_cache_size_bounds_the_embeddings():
     torch.manual_seed(0)
     segmenter = SamSegmenter(model=tiny_sam(), cache_size=1, **SAM_KW)
@@ -448,6 +479,13 @@ def test_mobile_sam_encodes_each_image_once(mobile_model):
     assert all(np.array_equal(a.mask, b.mask) for a, b in zip(first.regions, second.regions))
     segmenter.segment(image[::-1].copy())
     assert calls.count == 2
+
+
+def test_mobile_sam_two_users_at_once_get_their_own_masks(mobile_model):
+    segmenter = MobileSamSegmenter(model=mobile_model, cache_size=1, **MOBILE_KW)
+    jobs = [(scene_image(96, 128), detections_for(96, 128)), (scene_image(64, 64)[::-1].copy(), None)]
+    errors = segment_at_once(segmenter, jobs, rounds=3)
+    assert not errors, errors[:2]
 
 
 def test_mobile_sam_loads_a_checkpoint_file(mobile_state, tmp_path):

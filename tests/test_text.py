@@ -8,6 +8,7 @@ import json
 import logging
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -166,6 +167,32 @@ def test_tiny_backend_truncates_with_warning(
     assert len(warning) == 1
     message = warning[0].getMessage()
     assert f"has {count} tokens" in message and f"truncated to {limit}" in message and "road" not in message
+
+
+def test_threads_encoding_at_once_get_their_own_padding(tiny: tuple[str, TextEncoder, int]) -> None:
+    """Two app users' captions encoded at once: each batch comes back as it does alone (the fast
+    tokenizer's padding settings live in shared state that every call rewrites)."""
+    _, encoder, _ = tiny
+    batches = [[" ".join(["the road"] * (1 + index)), "a car", f"{index} people walk"] for index in range(4)]
+    expected = [encoder.encode(batch) for batch in batches]
+    errors: list[BaseException] = []
+
+    def encode_many(index: int) -> None:
+        try:
+            for _ in range(40):
+                features, mask = encoder.encode(batches[index])
+                assert torch.equal(mask, expected[index][1])
+                torch.testing.assert_close(features, expected[index][0])
+                encoder.token_count(batches[(index + 1) % 4][0])
+        except BaseException as exc:  # noqa: BLE001  (collected and reported by the main thread)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=encode_many, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:3]
 
 
 def test_name_is_stable_across_copies_and_changes_with_weights(blip2_dir: Path, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,9 @@ class YoloDetector:
         conf: minimum confidence of a kept box.
         imgsz: inference size.
         device: ``"cpu"`` or a CUDA device such as ``"0"``.
+
+    Thread-safe: Ultralytics' model keeps per-call state (its predictor is built and re-configured
+    on a call), so one lock serialises loading and prediction; the app's users share one detector.
     """
 
     name = "yolo"
@@ -99,6 +103,7 @@ class YoloDetector:
         self.imgsz = imgsz
         self.device = device
         self._model: Any = None
+        self._lock = threading.Lock()
 
     @property
     def model_name(self) -> str:
@@ -128,19 +133,20 @@ class YoloDetector:
         """Detect objects in a uint8 RGB (H, W, 3) image (grey images are passed as 3 equal channels)."""
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
             raise ValueError(f"expected a uint8 (H, W, 3) RGB image, got {image.dtype} {image.shape}")
-        model = self._load()
         bgr = np.ascontiguousarray(image[..., ::-1])  # Ultralytics treats numpy input as BGR
         threads = torch.get_num_threads()
         # Ultralytics' select_device sets torch's thread count to its NUM_THREADS (cpu_count - 1, at most 8) for the
         # whole process; a worker thread that starts its pool meanwhile (the app analyses both uploads at once, and
         # fuses in those threads) keeps the lowered count. Its NUM_THREADS set to ours, it leaves the count alone.
-        from ultralytics.utils import torch_utils
+        with self._lock:
+            model = self._load()
+            from ultralytics.utils import torch_utils
 
-        torch_utils.NUM_THREADS = threads
-        try:
-            result = model.predict(bgr, conf=self.conf, imgsz=self.imgsz, device=self.device, verbose=False)[0]
-        except Exception as exc:  # noqa: BLE001
-            raise DetectorError(f"detection failed: {exc}") from exc
-        finally:
-            torch.set_num_threads(threads)  # should another path of Ultralytics set it
+            torch_utils.NUM_THREADS = threads
+            try:
+                result = model.predict(bgr, conf=self.conf, imgsz=self.imgsz, device=self.device, verbose=False)[0]
+            except Exception as exc:  # noqa: BLE001
+                raise DetectorError(f"detection failed: {exc}") from exc
+            finally:
+                torch.set_num_threads(threads)  # should another path of Ultralytics set it
         return _to_detections(result, (image.shape[1], image.shape[0]), self.model_name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,11 @@ class HFTextEncoder(TextEncoder):
 
     The backends (:mod:`tgif.text.minilm`, :mod:`tgif.text.blip2`, :mod:`tgif.text.clip`) only
     load their tokenizer and model and hand them to this class.
+
+    Thread-safe: a fast tokenizer keeps its padding and truncation settings in its Rust backend
+    and sets them on every call, so two threads tokenizing at once (two app users) can get each
+    other's settings; tokenizer calls are serialised by one lock (they take microseconds), the
+    model runs outside it.
     """
 
     def __init__(
@@ -45,11 +51,12 @@ class HFTextEncoder(TextEncoder):
         self.device = torch.device(device)
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "right"
+        self._tokenizer_lock = threading.Lock()
         self.model = model.to(self.device).eval().requires_grad_(False)
 
     def token_count(self, caption: str) -> int:
         """Return how many tokens (special tokens included) ``caption`` has before truncation."""
-        return len(self.tokenizer(caption, verbose=False)["input_ids"])
+        return len(self._tokenize(caption, verbose=False)["input_ids"])
 
     def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode captions to (B, L, D) float32 features and a (B, L) bool mask, on the CPU."""
@@ -57,7 +64,7 @@ class HFTextEncoder(TextEncoder):
         if not captions:
             return torch.zeros(0, 0, self.dim), torch.zeros(0, 0, dtype=torch.bool)
         self._warn_if_truncated(captions)
-        batch = self.tokenizer(
+        batch = self._tokenize(
             captions, padding="longest", truncation=True, max_length=self.max_tokens, return_tensors="pt"
         )
         with torch.inference_mode():
@@ -70,9 +77,14 @@ class HFTextEncoder(TextEncoder):
         features = hidden.to("cpu", torch.float32).masked_fill(~mask.unsqueeze(-1), 0.0)
         return features, mask
 
+    def _tokenize(self, text: str | list[str], **options: Any) -> Any:
+        """Run the tokenizer under the lock (see the class docstring)."""
+        with self._tokenizer_lock:
+            return self.tokenizer(text, **options)
+
     def _warn_if_truncated(self, captions: list[str]) -> None:
         """Log one warning per caption longer than ``max_tokens`` (counts only, never the text)."""
-        lengths = [len(ids) for ids in self.tokenizer(captions, verbose=False)["input_ids"]]
+        lengths = [len(ids) for ids in self._tokenize(captions, verbose=False)["input_ids"]]
         for index, length in enumerate(lengths):
             if length > self.max_tokens:
                 logger.warning(

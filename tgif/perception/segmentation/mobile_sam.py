@@ -12,6 +12,7 @@ thresholds) and ``multimask_output``, and recomputes the image encoding on every
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 import torch
@@ -81,6 +82,9 @@ class MobileSamSegmenter:
         max_object_overlap: scene masks with more than this fraction on objects are skipped.
         min_region: smallest scene region kept, as a fraction of the image.
         cache_size: number of image encodings kept.
+
+    Thread-safe: the predictor holds one image's state between ``set_image`` and its prompts, so
+    one lock serialises :meth:`segment`.
     """
 
     name = "mobile_sam"
@@ -105,6 +109,7 @@ class MobileSamSegmenter:
         self.predictor = CachingPredictor(overrides, cache_size)
         self.predictor.setup_model(model=model, verbose=False)
         self.model = self.predictor.model
+        self._lock = threading.Lock()
 
     @property
     def backend(self) -> str:
@@ -143,7 +148,8 @@ class MobileSamSegmenter:
         size = (image.shape[1], image.shape[0])
         items = detection_items(detections, size)
         bgr = np.ascontiguousarray(image[..., ::-1])  # Ultralytics reads numpy images as BGR
-        objects = self._object_regions(bgr, items, size)
-        scene_masks, scene_scores = self._scene_masks(bgr)
+        with self._lock:
+            objects = self._object_regions(bgr, items, size)
+            scene_masks, scene_scores = self._scene_masks(bgr)
         return assemble_segmentation(objects, scene_masks, scene_scores, size, self.backend,
                                      self.max_object_overlap, self.min_region)

@@ -9,6 +9,7 @@ kept for a few images (keyed by a hash of the pixels) so repeated calls on an im
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
@@ -93,6 +94,9 @@ class SamSegmenter:
         max_object_overlap: scene masks with more than this fraction on objects are skipped.
         min_region: smallest scene region kept, as a fraction of the image.
         cache_size: number of image embeddings kept.
+
+    Thread-safe: the predictor holds one image's state between ``set_image`` and its prompts, so
+    one lock serialises :meth:`segment` (two app users' uploads never read each other's embedding).
     """
 
     name = "sam"
@@ -117,6 +121,7 @@ class SamSegmenter:
                                                    pred_iou_thresh=pred_iou_thresh,
                                                    stability_score_thresh=stability_score_thresh)
         self.generator.predictor = self.predictor  # the generator's set_image then reuses cached embeddings
+        self._lock = threading.Lock()
 
     @property
     def backend(self) -> str:
@@ -129,16 +134,17 @@ class SamSegmenter:
         check_rgb_uint8(image)
         size = (image.shape[1], image.shape[0])
         items = detection_items(detections, size)
-        self.predictor.set_image(image)
-        objects = []
-        for det in items:
-            masks, scores, _ = self.predictor.predict(box=clipped_box(det.box, size), multimask_output=True)
-            best = int(np.argmax(scores))
-            if masks[best].any():
-                objects.append(Region(masks[best], det.label, "object", float(scores[best])))
-            else:
-                logger.debug("SAM found no mask in the box of %s %s", det.label, det.box)
-        found = self.generator.generate(image)
+        with self._lock:
+            self.predictor.set_image(image)
+            objects = []
+            for det in items:
+                masks, scores, _ = self.predictor.predict(box=clipped_box(det.box, size), multimask_output=True)
+                best = int(np.argmax(scores))
+                if masks[best].any():
+                    objects.append(Region(masks[best], det.label, "object", float(scores[best])))
+                else:
+                    logger.debug("SAM found no mask in the box of %s %s", det.label, det.box)
+            found = self.generator.generate(image)
         return assemble_segmentation(objects, [m["segmentation"] for m in found], [m["predicted_iou"] for m in found],
                                      size, self.backend, self.max_object_overlap, self.min_region)
 
