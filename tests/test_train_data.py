@@ -255,6 +255,25 @@ def test_build_pack_errors(tree: tuple[Path, Path], tmp_path: Path) -> None:
                    val_ids=["mef_train/nope"], progress=False)
 
 
+def test_val_count_holds_out_that_many_spread_pairs(tree: tuple[Path, Path], tmp_path: Path) -> None:
+    root, captions = tree
+    pairs = list_task_pairs("mef", root)
+    assert default_val_ids("mef", pairs) == [f"mef_train/{i}" for i in ("000", "001", "003", "004")]  # 4 of 5
+    assert default_val_ids("mef", pairs, 2) == ["mef_train/001", "mef_train/003"]
+    build_pack("mef", tmp_path / "mef.pt", train_root=root, captions_dir=captions, text_encoder=FakeEncoder(),
+               val_count=2, progress=False)
+    pack = load_pack(tmp_path / "mef.pt")
+    assert [pack["pairs"]["id"][i] for i in pack["val"]] == ["001", "003"]
+    assert len(PackDataset(pack, "train")) == 3
+    for bad in (0, 5):
+        with pytest.raises(DatasetError, match="val_count must be between 1 and 4"):
+            build_pack("mef", tmp_path / "x.pt", train_root=root, captions_dir=captions, text_encoder=FakeEncoder(),
+                       val_count=bad, progress=False)
+    with pytest.raises(ValueError, match="not both"):
+        build_pack("mef", tmp_path / "x.pt", train_root=root, captions_dir=captions, text_encoder=FakeEncoder(),
+                   val_ids=["mef_train/001"], val_count=2, progress=False)
+
+
 def test_large_sources_are_downscaled(tree: tuple[Path, Path], tmp_path: Path) -> None:
     root, captions = tree
     build_pack("mef", tmp_path / "mef.pt", train_root=root, captions_dir=captions, text_encoder=FakeEncoder(),
@@ -346,5 +365,11 @@ def test_real_training_pairs_listed() -> None:
     assert {name: len(pairs) for name, pairs in ivf.items()} == {
         "roadscene_train": 171, "msrs_train": 30, "msrs_train_128": 750}
     assert len(default_val_ids("ivf", ivf)) == 4
-    assert len(list_task_pairs("mef")["mef_train"]) == 60
-    assert len(list_task_pairs("mff")["mff_train"]) == 71
+    for task, dataset, count in (("mef", "mef_train", 60), ("mff", "mff_train", 71)):
+        pairs = list_task_pairs(task)
+        ids = [f"{dataset}/{p.id}" for p in pairs[dataset]]
+        assert len(ids) == count
+        first = [ids[(2 * k + 1) * count // 8] for k in range(4)]  # the first packs' 4
+        twelve = default_val_ids(task, pairs, 12)
+        assert len(set(twelve)) == 12 and set(first) <= set(twelve) <= set(ids)
+        assert default_val_ids(task, pairs) == (twelve if task == "mef" else first)

@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--max-tokens", type=int, default=None, help="tokens kept per caption (task preset)")
     pack.add_argument("--text-dtype", choices=["float16", "int8"], default=None)
     pack.add_argument("--image-codec", default=None, help="png or jpeg:<quality> (task preset)")
+    pack.add_argument("--val-count", type=int, default=None,
+                      help="held-out pairs, spread over the task's validation dataset (default: 4 for ivf and mff, "
+                           "12 for mef)")
 
     tr = sub.add_parser("train", help="train the TGIF network for a task")
     tr.add_argument("--task", required=True, choices=["ivf", "mef", "mff"])
@@ -447,7 +450,8 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/packs/{args.task}.pt")
     summary = build_pack(args.task, out, captions_dir=args.captions_dir or DEFAULT_CAPTIONS_DIR,
                          text_encoder=args.text_encoder, crop_source_max_side=args.max_side,
-                         max_tokens=args.max_tokens, text_dtype=args.text_dtype, image_codec=args.image_codec)
+                         max_tokens=args.max_tokens, text_dtype=args.text_dtype, image_codec=args.image_codec,
+                         val_count=args.val_count)
     print(f"wrote {summary.path}: {summary.mebibytes:.1f} MiB, pairs {summary.pairs_by_dataset}, "
           f"{summary.captions} captions ({summary.truncated_captions} truncated), {summary.seconds:.0f} s")
     return 0
