@@ -274,6 +274,22 @@ def test_val_count_holds_out_that_many_spread_pairs(tree: tuple[Path, Path], tmp
                    val_ids=["mef_train/001"], val_count=2, progress=False)
 
 
+def test_cli_val_count_out_of_range_is_one_line_error(tree: tuple[Path, Path], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from tgif.cli import main
+
+    root, captions = tree
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "train").symlink_to(root)
+    monkeypatch.setenv("TGIF_SHARED", str(tmp_path / "shared"))
+    code = main(["pack", "--task", "mef", "--val-count", "9", "--captions-dir", str(captions),
+                 "--out", str(tmp_path / "mef.pt")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "val_count must be between 1 and 4 (mef_train has 5 pairs), got 9" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "mef.pt").exists()
+
+
 def test_large_sources_are_downscaled(tree: tuple[Path, Path], tmp_path: Path) -> None:
     root, captions = tree
     build_pack("mef", tmp_path / "mef.pt", train_root=root, captions_dir=captions, text_encoder=FakeEncoder(),
