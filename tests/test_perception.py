@@ -6,10 +6,10 @@ import json
 import subprocess
 import sys
 import textwrap
-import threading
 
 import numpy as np
 import pytest
+from helpers.threads import at_once
 
 from tgif.errors import UnknownNameError
 from tgif.io import load_image
@@ -83,23 +83,13 @@ def test_yolo_detector_shared_by_threads_gives_each_its_own_boxes() -> None:
     shared = YoloDetector("yolo11n.yaml", conf=1e-4, imgsz=128)
     shared._load().model.load_state_dict(reference._model.model.state_dict())  # the reference's random weights;
     # its predictor is not built yet, so the threads' first calls race to build it as two uploads do
-    start = threading.Barrier(len(images))
-    errors: list[BaseException] = []
 
-    def run(index: int) -> None:
-        try:
-            start.wait()
-            for _ in range(4):
-                got = [(d.box, d.label) for d in shared.detect(images[index]).items]
-                assert got == expected[index], f"image {index} got other boxes"
-        except BaseException as exc:  # noqa: BLE001  (reported by the main thread)
-            errors.append(exc)
+    def detect_repeatedly(index: int) -> None:
+        for _ in range(4):
+            got = [(d.box, d.label) for d in shared.detect(images[index]).items]
+            assert got == expected[index], f"image {index} got other boxes"
 
-    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(images))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = at_once(detect_repeatedly, len(images))
     assert not errors, errors[:2]
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.threads import at_once
 from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
@@ -367,21 +368,12 @@ def regions_of(seg: Segmentation) -> list[tuple[str, str, bytes]]:
 def segment_at_once(segmenter, jobs: list[tuple[np.ndarray, Detections]], rounds: int) -> list[BaseException]:
     """Segment each job ``rounds`` times, one thread per job, all at once; return what went wrong."""
     expected = [regions_of(segmenter.segment(image, dets)) for image, dets in jobs]
-    errors: list[BaseException] = []
 
-    def run(index: int) -> None:
-        try:
-            for _ in range(rounds):
-                assert regions_of(segmenter.segment(*jobs[index])) == expected[index], f"job {index} got other masks"
-        except BaseException as exc:  # noqa: BLE001  (reported by the main thread)
-            errors.append(exc)
+    def segment_repeatedly(index: int) -> None:
+        for _ in range(rounds):
+            assert regions_of(segmenter.segment(*jobs[index])) == expected[index], f"job {index} got other masks"
 
-    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(jobs))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return errors
+    return at_once(segment_repeatedly, len(jobs))
 
 
 def test_sam_two_users_at_once_get_their_own_masks(sam_segmenter):

@@ -8,7 +8,6 @@ import json
 import logging
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.threads import at_once
 
 from tgif.errors import TextEncoderError, UnknownNameError
 from tgif.text import (
@@ -175,23 +175,15 @@ def test_threads_encoding_at_once_get_their_own_padding(tiny: tuple[str, TextEnc
     _, encoder, _ = tiny
     batches = [[" ".join(["the road"] * (1 + index)), "a car", f"{index} people walk"] for index in range(4)]
     expected = [encoder.encode(batch) for batch in batches]
-    errors: list[BaseException] = []
 
     def encode_many(index: int) -> None:
-        try:
-            for _ in range(40):
-                features, mask = encoder.encode(batches[index])
-                assert torch.equal(mask, expected[index][1])
-                torch.testing.assert_close(features, expected[index][0])
-                encoder.token_count(batches[(index + 1) % 4][0])
-        except BaseException as exc:  # noqa: BLE001  (collected and reported by the main thread)
-            errors.append(exc)
+        for _ in range(80):
+            features, mask = encoder.encode(batches[index])
+            assert torch.equal(mask, expected[index][1])
+            torch.testing.assert_close(features, expected[index][0])
+            encoder.token_count(batches[(index + 1) % 4][0])
 
-    threads = [threading.Thread(target=encode_many, args=(index,)) for index in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = at_once(encode_many, len(batches))
     assert not errors, errors[:3]
 
 
