@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from tgif.errors import PairSizeError, UnknownNameError
-from tgif.io.color import add_chroma, chroma, chroma_rgb, colorize, luminance, merge_chroma
+from tgif.io.color import add_chroma, chroma, chroma_rgb, luminance, merge_chroma
 from tgif.io.image import ImageInput, OnLarge, SourceImage, describe_size, load_image
 
 TASKS: tuple[str, ...] = ("ivf", "mif", "mef", "mff")
@@ -80,9 +80,9 @@ class ImagePair:
         """
         if fused_y.shape != self.shape:
             raise ValueError(f"fused luminance is {fused_y.shape[::-1]}, the pair is {self.shape[::-1]}")
-        if colour is None:
-            return colorize(fused_y, self.chroma())
-        return add_chroma(np.clip(fused_y, 0.0, 1.0), colour)
+        y = np.clip(fused_y, 0.0, 1.0).astype(np.float32)
+        colour = self.colour() if colour is None else colour
+        return y if colour is None else add_chroma(y, colour)
 
     def colour(self) -> np.ndarray | None:
         """What this pair's chroma adds to a fused luminance (:func:`tgif.io.color.chroma_rgb`); None when grey."""
