@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tgif.bench import bench_fuse, bench_fuse_compare
+from tgif.bench import bench_fuse, bench_fuse_compare, paired_ratio
 from tgif.cli import main
 from tgif.model import build_tgif, save_tgif
 
@@ -148,6 +149,18 @@ def test_bench_fuse_prints_the_paired_ratio(monkeypatch, capsys) -> None:
     assert "1.00x the first" in out and "1.20x the first" in out and "1.30x" not in out
 
 
+def test_paired_ratio_is_the_median_of_each_rounds_ratio_not_a_ratio_of_medians() -> None:
+    # the machine slows down in round 3: per round the edit is 0.3, 0.3, 0.3 of its fresh pair
+    edit, fresh = [0.03, 0.06, 0.3], [0.1, 0.2, 1.0]
+    assert paired_ratio(edit, fresh) == pytest.approx(0.3)
+    assert statistics.median(edit) / statistics.median(fresh) == pytest.approx(0.3)
+    edit, fresh = [0.05, 0.06, 0.3], [0.1, 0.3, 1.0]  # 0.5, 0.2, 0.3
+    assert paired_ratio(edit, fresh) == pytest.approx(0.3)
+    assert statistics.median(edit) / statistics.median(fresh) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="rounds of both"):
+        paired_ratio([0.1], [0.1, 0.2])
+
+
 @pytest.mark.skipif(not COMMITTED_IVF.exists(), reason="no committed IVF weights")
 def test_bench_session_times_an_edit_without_the_encoders_or_the_trunk() -> None:
     from tgif.bench import bench_session
@@ -155,4 +168,4 @@ def test_bench_session_times_an_edit_without_the_encoders_or_the_trunk() -> None
     rows = bench_session(str(COMMITTED_IVF), repeat=2, sizes=((96, 64),))  # raises if an edit re-ran either
     row = rows["96x64"]
     assert set(row) == {"fresh_pair", "caption_edit", "ratio"}
-    assert row["caption_edit"] > 0 and row["ratio"] == row["caption_edit"] / row["fresh_pair"]  # speed: the bench
+    assert row["caption_edit"] > 0 and 0 < row["ratio"] < 10  # speed: the bench

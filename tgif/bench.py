@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -203,6 +203,14 @@ def bench_fuse(weights: str | None = None, repeat: int = 3,
     return _per_size_in_child_processes("fuse", weights, repeat, sizes)
 
 
+def paired_ratio(times: Sequence[float], baseline: Sequence[float]) -> float:
+    """The median over rounds of ``times[i] / baseline[i]``: each round's ratio pairs two times taken a moment
+    apart, so that the machine's speed drifting between rounds weighs on both (unlike a ratio of medians)."""
+    if len(times) != len(baseline) or not times:
+        raise ValueError(f"paired_ratio needs rounds of both, got {len(times)} and {len(baseline)}")
+    return statistics.median(t / b for t, b in zip(times, baseline))
+
+
 def _fuse_compare_in_process(width: int, height: int, repeat: int, weights: str, device: str) -> dict[str, list[float]]:
     """Median latency of several checkpoints' forward passes (``weights``: comma-separated paths, an empty one
     for random weights), timed in turn in one process: ``repeat`` rounds, each running every checkpoint once in
@@ -221,7 +229,7 @@ def _fuse_compare_in_process(width: int, height: int, repeat: int, weights: str,
                 index = (round_index + shift) % len(models)
                 times[index].append(_timed_pass(models[index], inputs[index], device))
     return {"seconds": [statistics.median(t) for t in times],
-            "ratio": [statistics.median(x / first for x, first in zip(t, times[0])) for t in times]}
+            "ratio": [paired_ratio(t, times[0]) for t in times]}
 
 
 def bench_fuse_compare(weights: list[str | None], repeat: int = 15,
@@ -332,7 +340,7 @@ def bench_pipeline(weights: str | None = None, repeat: int = 3, sizes: tuple[tup
     return _per_size_in_child_processes("pipeline", weights, repeat, sizes, devices)
 
 
-def bench_session(weights: str | None = None, repeat: int = 5,
+def bench_session(weights: str | None = None, repeat: int = 15,
                   sizes: tuple[tuple[int, int], ...] = FUSE_SIZES) -> dict[str, dict[str, float]]:
     """What a caption edit costs against a new pair, per size, in one process (models loaded and warm).
 
@@ -341,7 +349,9 @@ def bench_session(weights: str | None = None, repeat: int = 5,
     a changed caption (its text features, the head and the decoder, over the trunk of the first captions, which
     stand for the drafts: :meth:`~tgif.session.PairSession.set_scene`). Perception and drafting are left out of
     both (the captions are given).
-    Medians of ``repeat`` runs, in seconds, and their ratio.
+    Each of ``repeat`` rounds times a fresh pair and then its edit, so that ``ratio``, the median over rounds of
+    the edit's time over its own round's fresh pair, pairs times taken a moment apart (a slower moment of the
+    machine weighs on both); ``fresh_pair`` and ``caption_edit`` are median seconds.
     """
     from tgif.io.image import SourceImage
     from tgif.io.pair import ImagePair
@@ -377,7 +387,7 @@ def bench_session(weights: str | None = None, repeat: int = 5,
                 raise RuntimeError(f"a caption edit re-ran the source encoders or the trunk: {session.calls}")
         results[f"{width}x{height}"] = {"fresh_pair": statistics.median(fresh),
                                        "caption_edit": statistics.median(edit),
-                                       "ratio": statistics.median(edit) / statistics.median(fresh)}
+                                       "ratio": paired_ratio(edit, fresh)}
     return results
 
 

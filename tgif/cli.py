@@ -669,10 +669,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.target == "session":
         from tgif.bench import bench_session
 
-        print(f"caption edit vs fresh pair, one PairSession (median of {args.repeat}, warm models, CPU; network and "
-              "text only):")
+        rounds = 3 * args.repeat
+        print(f"caption edit vs fresh pair, one PairSession (medians of {rounds} rounds, each a fresh pair then its "
+              "edit; ratio: median of the rounds' ratios; warm models, CPU; network and text only):")
         print(f"  {'size':>10}  {'fresh pair':>12}  {'caption edit':>12}  ratio")
-        for size, row in bench_session(args.weights, repeat=args.repeat).items():
+        for size, row in bench_session(args.weights, repeat=rounds).items():
             print(f"  {size:>10}  {row['fresh_pair'] * 1000:9.1f} ms  {row['caption_edit'] * 1000:9.1f} ms  "
                   f"{row['ratio']:5.2f}")
         return 0
