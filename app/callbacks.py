@@ -51,7 +51,7 @@ from tgif.perception import Perception
 from tgif.report import metric_deltas, write_run
 from tgif.session import PERCEPTION_MAX_SIDE, PairSession
 from tgif.tasks import TASK_SPECS
-from tgif.visualize import ERROR_MAP_VMAX, difference_map, error_map, metrics_figure
+from tgif.visualize import ERROR_MAP_VMAX, difference_map, error_map, metrics_chart_html
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ class FusionOutputs:
     error_1: np.ndarray
     error_2: np.ndarray
     table: pd.DataFrame
-    figure: Any
+    chart: str  # the metric chart as HTML (tgif.visualize.metrics_chart_html)
     summary: str
     files: list[str]
     run: dict[str, Any]
@@ -431,8 +431,8 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
     progress(0.85, desc="Drawing maps and saving files")
     start = time.perf_counter()
     errors = [error_map(fused, source.pixels) for source in (pair.a, pair.b)]
-    figure = metrics_figure(scores, highlight=label, metrics=PAPER_METRICS,
-                            title=f"{label} vs classic baselines on this pair")
+    chart = metrics_chart_html(scores, highlight=label, metrics=PAPER_METRICS,
+                               title=f"{label} vs classic baselines on this pair")
     run_id = f"run{run_number:02d}-{secrets.token_hex(8)}"  # 64 random bits: run-file URLs are not guessable
     names = source_labels(task_value)
     record = {
@@ -467,7 +467,7 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
         "captions": captions, "use_text": use_text, "method": label, "metrics": scores[label],
         "sources": [str(path) for path in views],
     }
-    return FusionOutputs(to_uint8(fused), errors[0], errors[1], metric_table(scores), figure, summary,
+    return FusionOutputs(to_uint8(fused), errors[0], errors[1], metric_table(scores), chart, summary,
                          [str(p) for p in files.values()], run, text_effect, map_files)
 
 

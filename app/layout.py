@@ -175,7 +175,9 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
             table = gr.Dataframe(label="Metrics on this pair (higher is better; the best of each in bold)",
                                  interactive=False,
                                  elem_id="metrics")
-            plot = gr.Plot(label="Metrics chart", elem_id="metrics_plot")
+            # HTML bars, not a matplotlib figure: nothing to draw and encode per run (that took ~0.25 s of a
+            # caption edit's click-to-result), and the text stays at the page's size
+            plot = gr.HTML(label="Metrics chart", show_label=True, elem_id="metrics_plot")
         files = gr.File(label="Downloads: fused PNG, run record (JSON, CSV)", file_count="multiple",
                         interactive=False, elem_id="downloads")
 
@@ -253,7 +255,7 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
             previous = choices[-2] if len(choices) > 1 else None
             maps = out.map_files
             return (fused_png, view_1_png, view_2_png, (before, fused_png), maps["error_1"], maps["error_2"],
-                    maps.get("text_effect"), mark_best(out.table), out.figure, out.summary, out.files, history,
+                    maps.get("text_effect"), mark_best(out.table), out.chart, out.summary, out.files, history,
                     gr.update(choices=choices, value=previous), gr.update(choices=choices, value=choices[-1]))
 
         @user_errors

@@ -41,6 +41,7 @@ from tgif.errors import TgifError  # noqa: E402
 from tgif.io import load_image, load_pair  # noqa: E402
 from tgif.metrics import compute_metrics, gray_levels_of, read_gray_levels  # noqa: E402
 from tgif.perception.detection import default_detector_weights  # noqa: E402
+from tgif.visualize import HIGHLIGHT_COLOUR  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 IR = ROOT / "assets" / "examples" / "ivf" / "ir.png"
@@ -231,6 +232,9 @@ def test_baseline_run_scores_match_an_independent_computation(hub):
     for name, value in expected.items():
         assert row[name] == pytest.approx(round(value, 3), abs=1e-9)
     assert list(out.table["Method"]) == ["laplacian", "average", "max"]
+    # the chart (tgif.visualize.metrics_chart_html, tested there) shows this run's values, its method highlighted
+    assert out.chart.count('class="tgif-chart-card"') == 6 and "laplacian vs classic baselines" in out.chart
+    assert f">{expected['EN']:.4g}" in out.chart and out.chart.count(HIGHLIGHT_COLOUR) == 6
 
 
 def test_tgif_run_writes_full_resolution_png_json_and_csv(hub):
@@ -370,7 +374,7 @@ def test_api_analyze_and_fuse_and_compare(server):
     assert Path(det["image"]).is_file() and "infrared" in caption and "template" in note
     outputs = client.predict(handle_file(str(IR)), handle_file(str(VI)), "ivf", caption, "a car on the left",
                              True, "TGIF", False, "source 2", api_name="/fuse")
-    fused, view_1, view_2, slider, error_1, error_2, effect, table, plot, summary, files, run_a, run_b = outputs
+    fused, view_1, view_2, slider, error_1, error_2, effect, table, chart, summary, files, run_a, run_b = outputs
     assert Path(effect).is_file()  # caption 2 was edited: the text-effect map against the drafted captions
     fused_pixels = load_image(fused).pixels
     assert fused_pixels.shape == (240, 320, 3)
@@ -379,7 +383,8 @@ def test_api_analyze_and_fuse_and_compare(server):
     assert len(slider) == 2 and Path(slider[1]).is_file()
     assert table["headers"] == ["Method", "EN", "SD", "SF", "AG", "VIF", "Qabf"]
     assert [row[0] for row in table["data"]] == ["TGIF", "average", "max", "laplacian"]
-    assert plot["type"] == "matplotlib" and "Run 1: TGIF" in summary
+    assert chart.count('class="tgif-chart-card"') == 6 and "TGIF vs classic baselines" in chart
+    assert "Run 1: TGIF" in summary
     client.predict(handle_file(str(IR)), handle_file(str(VI)), "ivf", "", "", False, "TGIF", False, "source 1",
                    api_name="/fuse")
     image_a, image_b, difference, deltas, text = client.predict("Run 1 · TGIF", "Run 2 · TGIF (no text)",

@@ -114,7 +114,8 @@ def test_upload_edit_fuse_compare_in_chromium(app_url, tmp_path):
         expect(page.locator("#error_1 img")).to_be_visible()
         expect(page.locator("#error_2 img")).to_be_visible()
         expect(page.locator("#metrics")).to_contain_text("TGIF")
-        expect(page.locator("#metrics_plot img, #metrics_plot canvas, #metrics_plot svg").first).to_be_visible()
+        expect(page.locator("#metrics_plot .tgif-chart-card")).to_have_count(6)
+        expect(page.locator("#metrics_plot")).to_contain_text("★")
         expect(page.locator("#summary")).to_contain_text("Run 2: TGIF")
         expect(page.locator("#downloads")).to_contain_text(".png")
         summaries = [page.locator("#summary").inner_text()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import matplotlib
 import numpy as np
@@ -11,7 +12,15 @@ import pytest
 
 from tgif.io import load_image
 from tgif.report import csv_rows, metric_deltas, write_run
-from tgif.visualize import colorize_scalar, difference_map, error_map, metrics_figure
+from tgif.visualize import (
+    HIGHLIGHT_COLOUR,
+    PLAIN_COLOUR,
+    colorize_scalar,
+    difference_map,
+    error_map,
+    metrics_chart_html,
+    metrics_figure,
+)
 
 
 def _cmap_rgb(name: str, x: float) -> np.ndarray:
@@ -61,6 +70,40 @@ def test_metrics_figure_draws_one_panel_per_metric_with_the_values():
     assert heights == [46.0, 45.0]
     with pytest.raises(ValueError, match="no rows"):
         metrics_figure({})
+
+
+def _chart_cards(chart: str) -> list[dict]:
+    """Each card of a metrics_chart_html chart: its metric, and per row its method, bar width, colour, label."""
+    cards = []
+    for card in chart.split('class="tgif-chart-card"')[1:]:
+        rows = [{"method": re.search(r'class="tgif-chart-method"[^>]*>([^<]*)<', row)[1],
+                 "width": float(re.search(r"width:([0-9.]+)%", row)[1]),
+                 "colour": re.search(r"background:(#[0-9a-f]{6})", row)[1],
+                 "label": re.search(r'class="tgif-chart-value"[^>]*>([^<]*)<', row)[1],
+                 "bold": "font-weight:700" in row.split(">", 1)[0]}
+                for row in card.split('class="tgif-chart-row"')[1:]]
+        cards.append({"metric": re.search(r">([^<]+) <span", card)[1], "rows": rows})
+    return cards
+
+
+def test_metrics_chart_html_draws_one_card_per_metric_with_bars_from_zero():
+    table = {"TGIF": {"EN": 6.6, "SD": 46.0, "VIF": 0.9}, "max": {"EN": 6.5, "SD": 23.0, "VIF": float("nan")},
+             "<b>x</b>": {"EN": 3.3, "SD": 0.0}}
+    chart = metrics_chart_html(table, highlight="TGIF", title="TGIF vs classic baselines")
+    cards = _chart_cards(chart)
+    assert [c["metric"] for c in cards] == ["EN", "SD", "VIF"]
+    en, sd, vif = (c["rows"] for c in cards)
+    assert [r["method"] for r in en] == ["TGIF", "max", "&lt;b&gt;x&lt;/b&gt;"]  # names escaped, not markup
+    assert "<b>x</b>" not in chart
+    assert [r["width"] for r in en] == [100.0, pytest.approx(100 * 6.5 / 6.6, abs=0.05), 50.0]
+    assert [r["width"] for r in sd] == [100.0, 50.0, 0.0]
+    assert [r["colour"] for r in sd] == [HIGHLIGHT_COLOUR, PLAIN_COLOUR, PLAIN_COLOUR]
+    assert [r["label"] for r in en] == ["6.6 ★", "6.5", "3.3"] and [r["bold"] for r in en] == [True, False, False]
+    assert [r["label"] for r in vif] == ["0.9 ★", "n/a", "n/a"] and [r["width"] for r in vif] == [100.0, 0, 0]
+    assert "higher is better" in chart and "TGIF vs classic baselines · ★ best per metric" in chart
+    assert [c["metric"] for c in _chart_cards(metrics_chart_html(table, metrics=["VIF"]))] == ["VIF"]
+    with pytest.raises(ValueError, match="no rows"):
+        metrics_chart_html({})
 
 
 def test_run_files_hold_image_record_and_rows(tmp_path, rng):
