@@ -31,6 +31,7 @@ from tgif.train import (
     collate_fusion,
     list_task_pairs,
     load_pack,
+    make_exposure_pair,
     make_multifocus_pair,
     pair_seed,
     random_crop_flip,
@@ -174,6 +175,28 @@ def test_synthetic_pair_is_deterministic_and_keeps_colour() -> None:
     assert pair_seed("img", 0) == pair_seed("img", 0) != pair_seed("img", 1)
 
 
+# --- synthetic exposure brackets ---------------------------------------------------------------------------------
+
+
+def test_exposure_pair_is_the_image_off_by_its_stops_in_linear_light() -> None:
+    rgb = _texture(np.random.default_rng(5), 30, 40, 3)
+    under, over, (s, t) = make_exposure_pair(rgb, pair_seed("img", 0))
+    assert 1.5 <= s <= 3.5 and 1.0 <= t <= 2.5 and under.shape == over.shape == rgb.shape
+    linear = rgb.astype(np.float64) ** 2.2  # independent: the same curve written out
+    np.testing.assert_allclose(under, (linear / 2**s) ** (1 / 2.2), atol=1e-5)
+    np.testing.assert_allclose(over, np.minimum(linear * 2**t, 1) ** (1 / 2.2), atol=1e-5)
+    assert (under < rgb + 1e-6).all() and (over > rgb - 1e-6).all()
+    # the over-exposed source loses its highlights to white; the under-exposed one keeps them apart
+    bright = rgb > 2 ** (-t / 2.2)
+    assert bright.any() and (over[bright] == 1).all() and len(np.unique(under[bright])) > 10
+    again = make_exposure_pair(to_uint8(rgb), pair_seed("img", 0))  # uint8 in: scaled by 1/255
+    stored = np.round(rgb * 255) / 255
+    np.testing.assert_allclose(again.under, (stored**2.2 / 2**s) ** (1 / 2.2), atol=1e-5)
+    assert make_exposure_pair(rgb, pair_seed("img", 1)).stops != (s, t)
+    with pytest.raises(ValueError, match="under_stops must be"):
+        make_exposure_pair(rgb, 0, under_stops=(2.0, 1.0))
+
+
 # --- packs -------------------------------------------------------------------------------------------------------
 
 
@@ -231,6 +254,25 @@ def test_mff_pack_with_synthetic_pairs(mff_pack: Path) -> None:
     assert pack["val"].tolist() == [1]
 
 
+def test_mef_pack_with_synthetic_brackets(tree: tuple[Path, Path], tmp_path: Path) -> None:
+    root, captions = tree
+    out = tmp_path / "mef.pt"
+    build_pack("mef", out, train_root=root, captions_dir=captions, text_encoder=FakeEncoder(), val_count=1,
+               perceiver=Perceiver(NoDetector(), "classic", cache=False), progress=False)  # the preset: 1 per image
+    pack = load_pack(out)
+    pairs = pack["pairs"]
+    assert pairs["dataset"] == ["mef_train"] * 5 + ["mef_synthetic"] * 2 and pairs["id"][5:] == ["nat0_0", "nat1_0"]
+    torch.testing.assert_close(pairs["weight"], torch.tensor([1.0] * 5 + [0.5 * 5 / 2] * 2))
+    assert {pairs["dataset"][i] for i in pack["val"]} == {"mef_train"}  # held out from the real pairs only
+    captions_a = [pack["captions"][int(i)] for i in pairs["caption_a"][5:]]
+    captions_b = [pack["captions"][int(i)] for i in pairs["caption_b"][5:]]
+    assert all("under-exposed" in c for c in captions_a) and all("over-exposed" in c for c in captions_b)
+    natural = load_image(root / "natural" / "rgb" / "nat0.jpg").pixels
+    expected = make_exposure_pair(natural, pair_seed("nat0", 0))
+    for plane, source in zip((pairs["plane_a"][5], pairs["plane_b"][5]), expected[:2]):
+        np.testing.assert_array_equal(decode_plane(pack["planes"][int(plane)]), to_uint8(luminance(source)))
+
+
 def test_mff_dataset_items(mff_pack: Path) -> None:
     dataset = PackDataset(mff_pack, crop=32, seed=3)
     items = [dataset[i] for i in range(len(dataset))]
@@ -261,7 +303,7 @@ def test_val_count_holds_out_that_many_spread_pairs(tree: tuple[Path, Path], tmp
     assert default_val_ids("mef", pairs) == [f"mef_train/{i}" for i in ("000", "001", "003", "004")]  # 4 of 5
     assert default_val_ids("mef", pairs, 2) == ["mef_train/001", "mef_train/003"]
     build_pack("mef", tmp_path / "mef.pt", train_root=root, captions_dir=captions, text_encoder=FakeEncoder(),
-               val_count=2, progress=False)
+               val_count=2, synthetic_per_image=0, progress=False)
     pack = load_pack(tmp_path / "mef.pt")
     assert [pack["pairs"]["id"][i] for i in pack["val"]] == ["001", "003"]
     assert len(PackDataset(pack, "train")) == 3
@@ -293,7 +335,7 @@ def test_cli_val_count_out_of_range_is_one_line_error(tree: tuple[Path, Path], t
 def test_large_sources_are_downscaled(tree: tuple[Path, Path], tmp_path: Path) -> None:
     root, captions = tree
     build_pack("mef", tmp_path / "mef.pt", train_root=root, captions_dir=captions, text_encoder=FakeEncoder(),
-               crop_source_max_side=45, progress=False)
+               crop_source_max_side=45, synthetic_per_image=0, progress=False)
     pack = load_pack(tmp_path / "mef.pt")
     assert decode_plane(pack["planes"][0]).shape == (25, 45)
     assert pack["pairs"]["size"][0].tolist() == [25, 45]
@@ -364,7 +406,8 @@ def test_pack_with_real_minilm(tree: tuple[Path, Path], tmp_path: Path, monkeypa
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     root, captions = tree
-    build_pack("mef", tmp_path / "mef.pt", train_root=root, captions_dir=captions, progress=False)
+    build_pack("mef", tmp_path / "mef.pt", train_root=root, captions_dir=captions, synthetic_per_image=0,
+               progress=False)
     item = PackDataset(tmp_path / "mef.pt")[0]
     pack = load_pack(tmp_path / "mef.pt")
     assert pack["text_encoder"] == MINILM_NAME and item["text"].shape[1] == 384

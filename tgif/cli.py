@@ -141,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--val-count", type=int, default=None,
                       help="held-out pairs, spread over the task's validation dataset (default: 4 for ivf and mff, "
                            "12 for mef)")
+    pack.add_argument("--synthetic-per-image", type=int, default=None,
+                      help="mff, mef: synthetic pairs made from each image of shared/train/natural (focus splits, "
+                           "exposure brackets; task preset)")
+    pack.add_argument("--auxiliary-weight", type=float, default=None,
+                      help="sampling weight of the auxiliary pairs together, relative to the main pairs (task preset)")
 
     tr = sub.add_parser("train", help="train the TGIF network for a task")
     tr.add_argument("--task", required=True, choices=["ivf", "mef", "mff"])
@@ -451,7 +456,8 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     summary = build_pack(args.task, out, captions_dir=args.captions_dir or DEFAULT_CAPTIONS_DIR,
                          text_encoder=args.text_encoder, crop_source_max_side=args.max_side,
                          max_tokens=args.max_tokens, text_dtype=args.text_dtype, image_codec=args.image_codec,
-                         val_count=args.val_count)
+                         val_count=args.val_count, synthetic_per_image=args.synthetic_per_image,
+                         auxiliary_weight=args.auxiliary_weight)
     print(f"wrote {summary.path}: {summary.mebibytes:.1f} MiB, pairs {summary.pairs_by_dataset}, "
           f"{summary.captions} captions ({summary.truncated_captions} truncated), {summary.seconds:.0f} s")
     return 0

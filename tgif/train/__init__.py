@@ -1,4 +1,4 @@
-"""Training data and losses: task losses, synthetic multi-focus pairs, training packs and the pack dataset."""
+"""Training data and losses: task losses, synthetic focus and exposure pairs, training packs and the pack dataset."""
 
 from tgif.train.data import PackDataset, StepBatchSampler, collate_fusion, random_crop_flip
 from tgif.train.losses import TASK_LOSSES, FusionLoss, sobel_magnitude, ssim_loss
@@ -12,13 +12,14 @@ from tgif.train.pack import (
     list_task_pairs,
     load_pack,
 )
-from tgif.train.synthetic import MultiFocusPair, make_multifocus_pair, pair_seed
+from tgif.train.synthetic import ExposurePair, MultiFocusPair, make_exposure_pair, make_multifocus_pair, pair_seed
 
 __all__ = [
     "PACK_FORMAT",
     "PACK_PRESETS",
     "TASK_DATASETS",
     "TASK_LOSSES",
+    "ExposurePair",
     "FusionLoss",
     "MultiFocusPair",
     "PackDataset",
@@ -29,6 +30,7 @@ __all__ = [
     "collate_fusion",
     "list_task_pairs",
     "load_pack",
+    "make_exposure_pair",
     "make_multifocus_pair",
     "pair_seed",
     "random_crop_flip",

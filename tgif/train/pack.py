@@ -10,9 +10,9 @@ What goes in, per task:
 - IVF: ``roadscene_train`` (171) + ``msrs_train`` (30, full size) + ``msrs_train_128`` (750 whole MSRS
   frames squashed to 128x128 by their source; stored as they are and resized to 170x128 (bicubic)
   when decoded, which undoes the 4:3 squash).
-- MEF: ``mef_train`` (60). MFF: ``mff_train`` (71) + synthetic pairs from ``natural`` (2 per image, see
-  :mod:`tgif.train.synthetic`) whose sharp image is kept as the ground truth and whose captions are
-  drafted here (template captioner, YOLO + classic segmenter).
+- MEF: ``mef_train`` (60) + synthetic exposure brackets from ``natural`` (1 per image). MFF: ``mff_train`` (71) +
+  synthetic defocus pairs from ``natural`` (2 per image). See :mod:`tgif.train.synthetic`; the synthetic pairs'
+  captions are drafted here (template captioner, YOLO + classic segmenter), and no ground truth is stored.
 - MIF has no training set: the IVF model is used zero-shot.
 
 Each source becomes its luminance (Y of colour images via :mod:`tgif.io`, grey as is), quantised to
@@ -23,8 +23,9 @@ to ``max_tokens`` and stored as float16, or as int8 with one float16 scale per t
 ``scale = max|x| / 127``; about 1% relative error), which halves the size.
 
 Sampling weights: every pair of a main dataset weighs 1; the pairs of an auxiliary set
-(``msrs_train_128``, the synthetic MFF pairs) together weigh ``auxiliary_weight`` times the main
-pairs together (default 1: e.g. each of the 750 small MSRS frames weighs 201/750).
+(``msrs_train_128``, the synthetic pairs) together weigh ``auxiliary_weight`` times the main
+pairs together (default 1: e.g. each of the 750 small MSRS frames weighs 201/750; MEF 0.5: the 100
+brackets weigh half the real training pairs).
 
 Validation: pairs spread evenly over one dataset per task are held out (:data:`VAL_COUNT` of them, or
 ``val_count``: 4 of ``msrs_train`` for IVF, 12 of ``mef_train`` for MEF, 4 of ``mff_train`` for MFF). The MEF
@@ -71,7 +72,7 @@ from tgif.errors import DatasetError, UnknownNameError
 from tgif.io import PairFiles, list_pairs, load_image, luminance, to_uint8
 from tgif.io.image import fit_within
 from tgif.text import CAPTION_TOKENS, TextEncoder, build_text_encoder
-from tgif.train.synthetic import make_multifocus_pair, pair_seed
+from tgif.train.synthetic import make_exposure_pair, make_multifocus_pair, pair_seed
 
 logger = logging.getLogger(__name__)
 
@@ -87,15 +88,18 @@ TASK_DATASETS: dict[str, tuple[str, ...]] = {
 }
 #: Datasets whose pairs together weigh ``auxiliary_weight`` times the main pairs together.
 SYNTHETIC_MFF = "mff_synthetic"
-AUXILIARY_DATASETS: frozenset[str] = frozenset({"msrs_train_128", SYNTHETIC_MFF})
+SYNTHETIC_MEF = "mef_synthetic"
+AUXILIARY_DATASETS: frozenset[str] = frozenset({"msrs_train_128", SYNTHETIC_MFF, SYNTHETIC_MEF})
 #: (height, width) some datasets are decoded to: msrs_train_128 back to the 4:3 aspect of MSRS.
 DECODE_SIZE: dict[str, tuple[int, int]] = {"msrs_train_128": (128, 170)}
 #: Where the default validation pairs come from, and how many (12 spread this way include the 4).
 VAL_DATASET: dict[str, str] = {"ivf": "msrs_train", "mef": "mef_train", "mff": "mff_train"}
 VAL_COUNT: dict[str, int] = {"ivf": 4, "mef": 12, "mff": 4}
-#: Folder of sharp images for synthetic MFF pairs, and the modality folder names the captions use.
+#: Folder of sharp, well-exposed images for synthetic pairs; per task that has them, the synthetic set's name
+#: and the modality folder names its captions use.
 NATURAL_DATASET = "natural"
-SYNTHETIC_MODALITIES = ("a", "b")
+SYNTHETIC_SETS: dict[str, tuple[str, tuple[str, str]]] = {"mff": (SYNTHETIC_MFF, ("a", "b")),
+                                                          "mef": (SYNTHETIC_MEF, ("under", "over"))}
 ENCODE_BATCH = 64
 
 
@@ -114,7 +118,7 @@ class PackSettings:
 #: Per-task storage defaults (compact planes and tokens for the two large packs).
 PACK_PRESETS: dict[str, PackSettings] = {
     "ivf": PackSettings(text_dtype="int8", image_codec="jpeg:90"),
-    "mef": PackSettings(),
+    "mef": PackSettings(synthetic_per_image=1, auxiliary_weight=0.5),
     "mff": PackSettings(text_dtype="int8", image_codec="jpeg:90"),
 }
 
@@ -247,7 +251,7 @@ def _check_task(task: str) -> str:
 
 
 def list_task_pairs(task: str, train_root: str | os.PathLike | None = None) -> dict[str, list[PairFiles]]:
-    """The real pairs a task's pack holds, per dataset (synthetic MFF pairs not included)."""
+    """The real pairs a task's pack holds, per dataset (synthetic pairs not included)."""
     root = _train_root(train_root)
     return {name: list_pairs(root / name) for name in TASK_DATASETS[_check_task(task)]}
 
@@ -294,32 +298,39 @@ def _add_real_pairs(builder: _Builder, dataset: str, pairs: list[PairFiles], cap
                          size, texts)
 
 
-def _add_synthetic_pairs(builder: _Builder, natural_dir: Path, per_image: int, max_side: int,
+def _synthetic_sources(task: str, image: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two sources of one synthetic pair of ``task`` made from ``image``."""
+    if task == "mff":
+        pair = make_multifocus_pair(image, seed)
+        return pair.near, pair.far
+    bracket = make_exposure_pair(image, seed)
+    return bracket.under, bracket.over
+
+
+def _add_synthetic_pairs(builder: _Builder, task: str, natural_dir: Path, per_image: int, max_side: int,
                          perceiver: Any, captioner: Captioner | None, progress: bool) -> None:
-    """Add ``per_image`` synthetic pairs per sharp image, captioned like the real sources (default:
-    YOLO + classic segmenter, template captioner). Perception and captioning are imported here so that
-    training code that only reads packs does not load them."""
+    """Add ``per_image`` synthetic pairs of ``task`` per image (:data:`SYNTHETIC_SETS`), captioned like the real
+    sources (default: YOLO + classic segmenter, template captioner). Perception and captioning are imported here
+    so that training code that only reads packs does not load them."""
     from tgif.captions import TemplateCaptioner
     from tgif.captions.dataset import caption_image, modality_name
     from tgif.perception import Perceiver, YoloDetector
 
+    dataset, folders = SYNTHETIC_SETS[task]
     perceiver = perceiver or Perceiver(YoloDetector(), "classic")
     captioner = captioner or TemplateCaptioner()
     paths = sorted(p for p in natural_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not paths:
-        raise DatasetError(f"no images in {natural_dir} for synthetic multi-focus pairs")
-    for path in tqdm(paths, desc="pack synthetic mff", unit="img", disable=not progress):
+        raise DatasetError(f"no images in {natural_dir} for synthetic {task.upper()} pairs")
+    for path in tqdm(paths, desc=f"pack {dataset}", unit="img", disable=not progress):
         rgb = fit_within(load_image(path, on_large="downscale").pixels, max_side)
         for k in range(per_image):
-            pair = make_multifocus_pair(rgb, pair_seed(path.stem, k))
-            texts = tuple(
-                caption_image(image, modality=modality_name(folder), task="mff", perceiver=perceiver,
-                              captioner=captioner).caption.text
-                for image, folder in ((pair.near, SYNTHETIC_MODALITIES[0]), (pair.far, SYNTHETIC_MODALITIES[1]))
-            )
-            planes = (builder.add_plane(to_uint8(luminance(pair.near))),
-                      builder.add_plane(to_uint8(luminance(pair.far))))
-            builder.add_pair(SYNTHETIC_MFF, f"{path.stem}_{k}", planes, rgb.shape[:2], texts)
+            sources = _synthetic_sources(task, rgb, pair_seed(path.stem, k))
+            texts = tuple(caption_image(image, modality=modality_name(folder), task=task, perceiver=perceiver,
+                                        captioner=captioner).caption.text
+                          for image, folder in zip(sources, folders))
+            planes = tuple(builder.add_plane(to_uint8(luminance(image))) for image in sources)
+            builder.add_pair(dataset, f"{path.stem}_{k}", planes, rgb.shape[:2], texts)
 
 
 def _encode_captions(captions: list[str], encoder: TextEncoder, max_tokens: int,
@@ -386,7 +397,7 @@ def build_pack(
         val_ids: held-out pairs as ``dataset/id``; None for :func:`default_val_ids`.
         val_count: how many :func:`default_val_ids` holds out when ``val_ids`` is None (default
             :data:`VAL_COUNT`).
-        perceiver: perception for the synthetic MFF captions (default: YOLO + classic segmenter).
+        perceiver: perception for the synthetic pairs' captions (default: YOLO + classic segmenter).
         captioner: captioner for them (default: the template captioner).
         progress: show tqdm progress bars.
 
@@ -413,8 +424,8 @@ def build_pack(
     builder = _Builder(config.image_codec)
     for dataset, pairs in real.items():
         _add_real_pairs(builder, dataset, pairs, Path(captions_dir), config.crop_source_max_side, progress)
-    if task == "mff" and config.synthetic_per_image > 0:
-        _add_synthetic_pairs(builder, root / NATURAL_DATASET / "rgb", config.synthetic_per_image,
+    if task in SYNTHETIC_SETS and config.synthetic_per_image > 0:
+        _add_synthetic_pairs(builder, task, root / NATURAL_DATASET / "rgb", config.synthetic_per_image,
                              config.crop_source_max_side, perceiver, captioner, progress)
     features, spans, truncated = _encode_captions(builder.captions, encoder, config.max_tokens, progress)
     tokens, scales = quantize_tokens(features, config.text_dtype)

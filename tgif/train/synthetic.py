@@ -1,5 +1,6 @@
-"""Synthetic multi-focus pairs made from one all-in-focus image.
+"""Synthetic multi-focus and multi-exposure pairs made from one well-made image.
 
+**Multi-focus.**
 A smooth random partition mask ``m`` in [0, 1] (soft edge) splits the frame. The ``near`` source
 is sharp where ``m`` is 1 and Gaussian-blurred elsewhere, the ``far`` source the complement:
 
@@ -11,6 +12,20 @@ seeded by ``seed``, so a seed always gives the same pair. The mask is either a h
 a point of the central half of the frame, at a random angle, or a blob: a random 4x4 field
 upsampled (bicubic) and thresholded at a random quantile. Its edge is softened by a Gaussian
 (:data:`EDGE_SIGMA` pixels). Blur widths are drawn from ``sigma_range`` (2 to 4 pixels).
+
+**Multi-exposure.** The image is taken to linear light (``x ** GAMMA``), scaled by ``2 ** -s`` for the
+under-exposed source and ``2 ** t`` for the over-exposed one, clipped to [0, 1] and encoded back
+(``** (1 / GAMMA)``):
+
+    under = (2 ** -s * x ** GAMMA) ** (1 / GAMMA)
+    over  = min(1, 2 ** t * x ** GAMMA) ** (1 / GAMMA)
+
+with ``s`` drawn from :data:`UNDER_STOPS` (1.5 to 3.5 stops) and ``t`` from :data:`OVER_STOPS` (1 to 2.5), which
+puts the pairs made from ``shared/train/natural`` near the ``mef_train`` brackets (median brightness of the
+under-exposed source 0.18 there, about a third of its pixels below 0.05; about a quarter of the
+over-exposed one's white). The over-exposed source loses every
+highlight brighter than ``2 ** (-t / GAMMA)`` to white, which only the under-exposed one still shows; the
+under-exposed source keeps its shadows at a few grey levels once stored as 8 bits.
 """
 
 from __future__ import annotations
@@ -22,6 +37,9 @@ import cv2
 import numpy as np
 
 SIGMA_RANGE: tuple[float, float] = (2.0, 4.0)
+UNDER_STOPS: tuple[float, float] = (1.5, 3.5)
+OVER_STOPS: tuple[float, float] = (1.0, 2.5)
+GAMMA = 2.2
 EDGE_SIGMA = 2.0
 _BLOB_GRID = 4
 
@@ -33,6 +51,14 @@ class MultiFocusPair(NamedTuple):
     far: np.ndarray
     sharp: np.ndarray
     mask: np.ndarray
+
+
+class ExposurePair(NamedTuple):
+    """A synthetic exposure bracket: float32 images shaped like the input, and the stops each is off by."""
+
+    under: np.ndarray
+    over: np.ndarray
+    stops: tuple[float, float]
 
 
 def pair_seed(image_id: str, index: int) -> int:
@@ -80,3 +106,29 @@ def make_multifocus_pair(sharp: np.ndarray, seed: int,
     blur_near = cv2.GaussianBlur(image, (0, 0), float(sigma_near), borderType=cv2.BORDER_REFLECT_101)
     blur_far = cv2.GaussianBlur(image, (0, 0), float(sigma_far), borderType=cv2.BORDER_REFLECT_101)
     return MultiFocusPair(_blend(mask, image, blur_near), _blend(mask, blur_far, image), image, mask)
+
+
+def make_exposure_pair(image: np.ndarray, seed: int, under_stops: tuple[float, float] = UNDER_STOPS,
+                       over_stops: tuple[float, float] = OVER_STOPS) -> ExposurePair:
+    """Make an under/over-exposed pair from a well-exposed image (see the module docstring).
+
+    Args:
+        image: grey (H, W) or RGB (H, W, 3) image, float in [0, 1] (uint8 is scaled by 1/255).
+        seed: seeds the two exposure offsets (see :func:`pair_seed`).
+        under_stops, over_stops: ranges of the two offsets in stops (powers of two of linear light).
+
+    Returns:
+        ``(under, over, (s, t))``: ``under`` is ``s`` stops darker, ``over`` ``t`` stops brighter, clipped.
+    """
+    picture = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+    if picture.ndim not in (2, 3):
+        raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {image.shape}")
+    for name, (low, high) in (("under_stops", under_stops), ("over_stops", over_stops)):
+        if not 0 < low <= high:
+            raise ValueError(f"{name} must be 0 < low <= high, got {(low, high)}")
+    rng = np.random.default_rng(seed)
+    stops_under, stops_over = float(rng.uniform(*under_stops)), float(rng.uniform(*over_stops))
+    linear = np.clip(picture, 0.0, 1.0) ** GAMMA
+    under = (linear * 2.0 ** -stops_under) ** (1.0 / GAMMA)
+    over = np.minimum(linear * 2.0 ** stops_over, 1.0) ** (1.0 / GAMMA)
+    return ExposurePair(under.astype(np.float32), over.astype(np.float32), (stops_under, stops_over))
