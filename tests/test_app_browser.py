@@ -220,7 +220,8 @@ def test_first_visit_and_failed_uploads_in_chromium(app_url, tmp_path):
         page.locator("#source_2 input[type=file]").set_input_files(str(smaller))
         expect(view_2).not_to_have_attribute("src", previous_view, timeout=30_000)  # uploaded; its analysis starts
         button.click()
-        expect(page.get_by_text("(320x240 vs 100x75)", exact=False).first).to_be_visible(timeout=30_000)
+        sizes = f"({'x'.join(map(str, Image.open(IR).size))} vs 100x75)"  # the pair under test (TGIF_BROWSER_PAIR)
+        expect(page.get_by_text(sizes, exact=False).first).to_be_visible(timeout=30_000)
         expect(map_2).not_to_have_attribute("src", previous_map, timeout=120_000)
-        expect(page.get_by_text("(320x240 vs 100x75)", exact=False)).to_have_count(1)
+        expect(page.get_by_text(sizes, exact=False)).to_have_count(1)
         browser.close()
