@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import cv2
 import matplotlib
@@ -109,6 +110,31 @@ def difference_map(first: np.ndarray, second: np.ndarray, vmax: float | None = N
 HIGHLIGHT_COLOUR, PLAIN_COLOUR = "#d95f02", "#7f9fbf"
 
 
+class _MetricPanel(NamedTuple):
+    """One metric of a chart: its name, which way is better, each method's value (NaN when missing), the best."""
+
+    name: str
+    direction: str
+    values: list[float]
+    best: float
+
+
+def _metric_panels(table: Mapping[str, Mapping[str, float]],
+                   metrics: Sequence[str] | None) -> tuple[list[str], list[_MetricPanel]]:
+    """The methods of ``table`` and one panel per metric (default: the first row's), for both charts."""
+    from tgif.metrics import METRICS, best_value
+
+    if not table:
+        raise ValueError("no rows to plot")
+    methods = list(table)
+    panels = []
+    for name in (list(metrics) if metrics is not None else list(next(iter(table.values())))):
+        values = [float(table[m].get(name, np.nan)) for m in methods]
+        direction = "higher" if name not in METRICS or METRICS[name].higher_is_better else "lower"
+        panels.append(_MetricPanel(name, direction, values, best_value(name, values) if name in METRICS else np.nan))
+    return methods, panels
+
+
 def metrics_chart_html(table: Mapping[str, Mapping[str, float]], highlight: str | None = None,
                        metrics: Sequence[str] | None = None, title: str | None = None) -> str:
     """The chart of :func:`metrics_figure` as self-contained HTML (inline styles, text at the page's size): one
@@ -122,19 +148,10 @@ def metrics_chart_html(table: Mapping[str, Mapping[str, float]], highlight: str 
         metrics: which metrics to chart (default: those of the first row, in order).
         title: a line above the cards.
     """
-    from tgif.metrics import METRICS, best_value
-
-    if not table:
-        raise ValueError("no rows to plot")
-    methods = list(table)
-    names = list(metrics) if metrics is not None else list(next(iter(table.values())))
+    methods, panels = _metric_panels(table, metrics)
     cards = []
-    for name in names:
-        values = [float(table[m].get(name, np.nan)) for m in methods]
-        finite = [abs(v) for v in values if np.isfinite(v)]
-        scale = max(finite, default=0.0)
-        best = best_value(name, values) if name in METRICS else np.nan
-        direction = "higher" if name not in METRICS or METRICS[name].higher_is_better else "lower"
+    for name, direction, values, best in panels:
+        scale = max((abs(v) for v in values if np.isfinite(v)), default=0.0)
         rows = []
         for method, value in zip(methods, values):
             shown = np.isfinite(value)
@@ -173,24 +190,17 @@ def metrics_figure(table: Mapping[str, Mapping[str, float]], highlight: str | No
         highlight: method drawn in a strong colour (others grey-blue).
         metrics: which metrics to plot (default: those of the first row, in order).
     """
-    from tgif.metrics import METRICS, best_value
-
-    if not table:
-        raise ValueError("no rows to plot")
-    methods = list(table)
-    names = list(metrics) if metrics is not None else list(next(iter(table.values())))
-    columns = min(3, len(names))
-    rows = (len(names) + columns - 1) // columns
+    methods, panels = _metric_panels(table, metrics)
+    columns = min(3, len(panels))
+    rows = (len(panels) + columns - 1) // columns
     fig = Figure(figsize=(3.2 * columns, 2.4 * rows))  # not pyplot: nothing to close, no global registry
     axes = fig.subplots(rows, columns, squeeze=False)
     # colours as RGBA tuples: matplotlib re-parses a colour string for every bar and patch it draws
     strong, plain = to_rgba(HIGHLIGHT_COLOUR), to_rgba(PLAIN_COLOUR)
     colours = [strong if m == highlight else plain for m in methods]
-    for index, name in enumerate(names):
+    for index, (name, direction, values, best) in enumerate(panels):
         ax = axes[index // columns][index % columns]
-        values = [float(table[m].get(name, np.nan)) for m in methods]
         bars = ax.bar(range(len(methods)), values, color=colours)
-        direction = "higher" if name not in METRICS or METRICS[name].higher_is_better else "lower"
         ax.set_title(f"{name} ({direction} is better)", fontsize=9)
         ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right", fontsize=8)
         ax.set_yticks([])  # each bar is labelled with its value; ticks were a third of the drawing time
@@ -198,7 +208,6 @@ def metrics_figure(table: Mapping[str, Mapping[str, float]], highlight: str | No
         if finite:
             low, high = min(0.0, min(finite)), max(0.0, max(finite))
             ax.set_ylim(low * 1.18, high * 1.18 or 1.0)  # from zero, room for the value labels
-        best = best_value(name, values) if name in METRICS else np.nan
         for bar, value in zip(bars, values):
             if np.isfinite(value):
                 is_best = value == best
@@ -207,7 +216,7 @@ def metrics_figure(table: Mapping[str, Mapping[str, float]], highlight: str | No
                     bar.set_linewidth(1.2)
                 ax.annotate(f"{value:.2f}{' ★' if is_best else ''}", (bar.get_x() + bar.get_width() / 2, value),
                             ha="center", va="bottom", fontsize=7, fontweight="bold" if is_best else "normal")
-    for index in range(len(names), rows * columns):
+    for index in range(len(panels), rows * columns):
         axes[index // columns][index % columns].axis("off")
     if title:
         fig.suptitle(title + " · ★ best per metric", fontsize=10)

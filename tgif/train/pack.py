@@ -55,7 +55,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -95,11 +95,13 @@ DECODE_SIZE: dict[str, tuple[int, int]] = {"msrs_train_128": (128, 170)}
 #: Where the default validation pairs come from, and how many (12 spread this way include the 4).
 VAL_DATASET: dict[str, str] = {"ivf": "msrs_train", "mef": "mef_train", "mff": "mff_train"}
 VAL_COUNT: dict[str, int] = {"ivf": 4, "mef": 12, "mff": 4}
-#: Folder of sharp, well-exposed images for synthetic pairs; per task that has them, the synthetic set's name
-#: and the modality folder names its captions use.
+#: Folder of sharp, well-exposed images for synthetic pairs; per task that has them, the synthetic set's name,
+#: the modality folder names its captions use, and its maker (whose result starts with the two sources).
 NATURAL_DATASET = "natural"
-SYNTHETIC_SETS: dict[str, tuple[str, tuple[str, str]]] = {"mff": (SYNTHETIC_MFF, ("a", "b")),
-                                                          "mef": (SYNTHETIC_MEF, ("under", "over"))}
+SYNTHETIC_SETS: dict[str, tuple[str, tuple[str, str], Callable[[np.ndarray, int], tuple]]] = {
+    "mff": (SYNTHETIC_MFF, ("a", "b"), make_multifocus_pair),
+    "mef": (SYNTHETIC_MEF, ("under", "over"), make_exposure_pair),
+}
 ENCODE_BATCH = 64
 
 
@@ -298,15 +300,6 @@ def _add_real_pairs(builder: _Builder, dataset: str, pairs: list[PairFiles], cap
                          size, texts)
 
 
-def _synthetic_sources(task: str, image: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The two sources of one synthetic pair of ``task`` made from ``image``."""
-    if task == "mff":
-        pair = make_multifocus_pair(image, seed)
-        return pair.near, pair.far
-    bracket = make_exposure_pair(image, seed)
-    return bracket.under, bracket.over
-
-
 def _add_synthetic_pairs(builder: _Builder, task: str, natural_dir: Path, per_image: int, max_side: int,
                          perceiver: Any, captioner: Captioner | None, progress: bool) -> None:
     """Add ``per_image`` synthetic pairs of ``task`` per image (:data:`SYNTHETIC_SETS`), captioned like the real
@@ -316,7 +309,7 @@ def _add_synthetic_pairs(builder: _Builder, task: str, natural_dir: Path, per_im
     from tgif.captions.dataset import caption_image, modality_name
     from tgif.perception import Perceiver, YoloDetector
 
-    dataset, folders = SYNTHETIC_SETS[task]
+    dataset, folders, make_pair = SYNTHETIC_SETS[task]
     perceiver = perceiver or Perceiver(YoloDetector(), "classic")
     captioner = captioner or TemplateCaptioner()
     paths = sorted(p for p in natural_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
@@ -325,7 +318,7 @@ def _add_synthetic_pairs(builder: _Builder, task: str, natural_dir: Path, per_im
     for path in tqdm(paths, desc=f"pack {dataset}", unit="img", disable=not progress):
         rgb = fit_within(load_image(path, on_large="downscale").pixels, max_side)
         for k in range(per_image):
-            sources = _synthetic_sources(task, rgb, pair_seed(path.stem, k))
+            sources = make_pair(rgb, pair_seed(path.stem, k))[:2]
             texts = tuple(caption_image(image, modality=modality_name(folder), task=task, perceiver=perceiver,
                                         captioner=captioner).caption.text
                           for image, folder in zip(sources, folders))

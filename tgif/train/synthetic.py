@@ -61,6 +61,13 @@ class ExposurePair(NamedTuple):
     stops: tuple[float, float]
 
 
+def _float_image(image: np.ndarray) -> np.ndarray:
+    """``image`` as float32 in [0, 1] (uint8 scaled by 1/255); grey (H, W) or colour (H, W, 3) only."""
+    if image.ndim not in (2, 3):
+        raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {image.shape}")
+    return image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+
+
 def pair_seed(image_id: str, index: int) -> int:
     """A stable seed for the ``index``-th pair made from image ``image_id`` (same on every machine and run)."""
     return zlib.crc32(f"{image_id}#{index}".encode())
@@ -97,9 +104,7 @@ def make_multifocus_pair(sharp: np.ndarray, seed: int,
     Returns:
         ``(near, far, sharp, mask)``; ``mask`` is 1 where ``near`` is in focus.
     """
-    image = sharp.astype(np.float32) / 255.0 if sharp.dtype == np.uint8 else sharp.astype(np.float32)
-    if image.ndim not in (2, 3):
-        raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {sharp.shape}")
+    image = _float_image(sharp)
     rng = np.random.default_rng(seed)
     mask = focus_mask(image.shape[0], image.shape[1], rng)
     sigma_near, sigma_far = rng.uniform(*sigma_range, size=2)
@@ -120,9 +125,7 @@ def make_exposure_pair(image: np.ndarray, seed: int, under_stops: tuple[float, f
     Returns:
         ``(under, over, (s, t))``: ``under`` is ``s`` stops darker, ``over`` ``t`` stops brighter, clipped.
     """
-    picture = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
-    if picture.ndim not in (2, 3):
-        raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {image.shape}")
+    picture = _float_image(image)
     for name, (low, high) in (("under_stops", under_stops), ("over_stops", over_stops)):
         if not 0 < low <= high:
             raise ValueError(f"{name} must be 0 < low <= high, got {(low, high)}")
