@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import kornia
 import pytest
 import torch
 import torch.nn.functional as F
 
 from tgif.errors import UnknownNameError
-from tgif.train.losses import TASK_LOSSES, FusionLoss, sobel_magnitude, ssim_loss
+from tgif.train.losses import TASK_LOSSES, FusionLoss, depthwise_filter, gaussian_blur, sobel_magnitude, ssim_loss
 
 SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
@@ -40,6 +41,46 @@ def test_sobel_matches_conv2d_and_step_edge(sources: tuple[torch.Tensor, torch.T
     magnitude = sobel_magnitude(step)[0, 0]
     assert torch.equal(magnitude[:, 2:4], torch.full((6, 2), 4.0))
     assert magnitude[:, [0, 1, 4, 5]].abs().sum() == 0
+
+
+def test_sobel_per_plane_for_batches_and_channels() -> None:
+    image = torch.rand(3, 2, 9, 13, generator=torch.Generator().manual_seed(4))
+    expected = torch.stack([torch.cat([reference_sobel(image[b:b + 1, c:c + 1]) for c in range(2)], dim=1)[0]
+                            for b in range(3)])
+    torch.testing.assert_close(sobel_magnitude(image), expected)
+
+
+def test_depthwise_filter_is_per_plane_correlation() -> None:
+    gen = torch.Generator().manual_seed(5)
+    image, kernels = torch.rand(2, 3, 8, 11, generator=gen), torch.rand(4, 3, 2, generator=gen)
+    out = depthwise_filter(image, kernels, (1, 0, 2, 0), "replicate")
+    assert out.shape == (2, 3, 4, 8, 11)
+    padded = F.pad(image, (1, 0, 2, 0), mode="replicate")
+    for b, c, k in [(0, 0, 0), (1, 2, 3), (0, 1, 2)]:
+        torch.testing.assert_close(out[b, c, k], F.conv2d(padded[b:b + 1, c:c + 1], kernels[k][None, None])[0, 0])
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        depthwise_filter(image[0], kernels)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 32, 32), (2, 1, 24, 17), (3, 2, 12, 15)])
+def test_blur_and_ssim_match_kornia(shape: tuple[int, int, int, int]) -> None:
+    gen = torch.Generator().manual_seed(6)
+    y_a, y_b, fused = (torch.rand(*shape, generator=gen) for _ in range(3))
+    torch.testing.assert_close(gaussian_blur(y_a), kornia.filters.gaussian_blur2d(y_a, (11, 11), (1.5, 1.5),
+                                                                                  border_type="reflect"))
+    fused.requires_grad_(True)
+    ours = ssim_loss(fused, y_a, y_b)
+    (grad_ours,) = torch.autograd.grad(ours, fused)
+    theirs = (2 - kornia.metrics.ssim(y_a, fused, 11, max_val=1.0).mean()
+              - kornia.metrics.ssim(y_b, fused, 11, max_val=1.0).mean())
+    (grad_theirs,) = torch.autograd.grad(theirs, fused)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(grad_ours, grad_theirs)
+
+
+def test_blur_refuses_images_smaller_than_its_border() -> None:
+    with pytest.raises(ValueError, match="larger than 5 pixels"):
+        gaussian_blur(torch.rand(1, 1, 5, 40))
 
 
 @pytest.mark.parametrize("task", ["ivf", "mif"])
