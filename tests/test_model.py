@@ -359,3 +359,40 @@ def test_grounding_relevance_ignores_padding_per_sample_and_in_blocks(monkeypatc
     assert torch.allclose(batched, torch.cat(alone), atol=1e-6)
     assert torch.allclose(blocked, batched, atol=1e-6)
     assert none.shape == (1, 1, 6, 10) and not none.any()
+
+
+def reference_channel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+                                temperature: torch.Tensor) -> torch.Tensor:
+    """Restormer's attention as its reference code writes it, on (B, C, H, W) maps: per head, q and k
+    L2-normalised over the pixels, softmax(q k^T * temperature) mixing v's channels."""
+    b, c, h, w = q.shape
+    q = torch.nn.functional.normalize(q.reshape(b, heads, c // heads, h * w), dim=-1)
+    k = torch.nn.functional.normalize(k.reshape(b, heads, c // heads, h * w), dim=-1)
+    attn = torch.softmax(q @ k.transpose(-2, -1) * temperature, dim=-1)
+    return (attn @ v.reshape(b, heads, c // heads, h * w)).reshape(b, c, h, w)
+
+
+def test_channel_attention_on_tokens_matches_the_per_head_reference() -> None:
+    from tgif.model.restormer import MDTA, channel_attention, pixel_tokens, token_map
+
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 12, 5, 7, generator=gen).contiguous(memory_format=torch.channels_last)
+               .requires_grad_(True) for _ in range(3))
+    temperature = torch.rand(3, 1, 1, generator=gen) + 0.5
+    ours = token_map(channel_attention(*(pixel_tokens(t) for t in (q, k, v)), 3, temperature), 5, 7)
+    assert ours.is_contiguous(memory_format=torch.channels_last)
+    theirs = reference_channel_attention(q, k, v, 3, temperature)
+    torch.testing.assert_close(ours, theirs)
+    weights = torch.randn(ours.shape, generator=gen)
+    grads_ours = torch.autograd.grad((ours * weights).sum(), (q, k, v))
+    grads_theirs = torch.autograd.grad((theirs * weights).sum(), (q, k, v))
+    for mine, ref in zip(grads_ours, grads_theirs):
+        torch.testing.assert_close(mine, ref)
+    with pytest.raises(ValueError, match="multiple of heads"):
+        channel_attention(pixel_tokens(q), pixel_tokens(k), pixel_tokens(v), 5, torch.ones(5, 1, 1))
+
+    mdta = MDTA(12, 3)
+    x = torch.randn(1, 12, 6, 4, generator=gen).contiguous(memory_format=torch.channels_last)
+    q2, k2, v2 = mdta.qkv_dwconv(mdta.qkv(x)).chunk(3, dim=1)
+    expected = mdta.project_out(reference_channel_attention(q2, k2, v2, 3, mdta.temperature))
+    torch.testing.assert_close(mdta(x), expected)

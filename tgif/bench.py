@@ -397,34 +397,111 @@ def _step_seconds(log: Path, warmup: int) -> list[float]:
 
     with log.open() as handle:
         elapsed = [float(row["seconds"]) for row in csv.DictReader(handle)]
+    if len(elapsed) <= warmup + 1:
+        raise ValueError(f"{log}: {len(elapsed)} steps logged, need more than {warmup + 1}")
     return list(np.diff(elapsed)[warmup:])
 
 
+#: A revision's own training loop, run by :func:`bench_train` in a child process whose ``tgif`` is that revision's.
+_REVISION_TRAIN = (
+    "import sys, tgif\n"
+    "assert tgif.__file__.startswith(sys.argv[1]), f'imported {tgif.__file__}, not the revision in {sys.argv[1]}'\n"
+    "import tgif.train.loop as loop\n"
+    "from tgif.train.loop import TrainSettings, train\n"
+    "logged = loop.log_row\n"
+    "loop.log_row = lambda *args: {**logged(*args), 'seconds': f'{args[-1]:.4f}'}  # its own log rounds to 0.1 s\n"
+    "task, pack, out, steps, batch, crop = sys.argv[2:8]\n"
+    "train(TrainSettings(task=task, pack=pack, out_dir=out, steps=int(steps), batch_size=int(batch), crop=int(crop),\n"
+    "                    checkpoint_every=int(steps), val_every=int(steps)), progress=False)\n"
+)
+
+
+def _revision_package(revision: str, dest: Path) -> Path:
+    """Extract the ``tgif`` package of git ``revision`` of this checkout into ``dest``; returns ``dest``.
+
+    Raises:
+        TgifError: no git, not a git checkout, or an unknown revision.
+    """
+    import io
+    import subprocess
+    import tarfile
+
+    from tgif.errors import TgifError
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        archive = subprocess.run(["git", "-C", str(root), "archive", revision, "tgif"], capture_output=True,
+                                 check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", b"") or str(exc).encode()
+        raise TgifError(f"--against {revision}: cannot read that revision of {root} with git "
+                        f"({detail.decode(errors='replace').strip()})") from exc
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dest, filter="data")
+    return dest
+
+
+def _revision_run(package: Path, task: str, pack: Path, out: str, steps: int, batch_size: int, crop: int) -> None:
+    """Run the training loop of the revision extracted in ``package`` (a child process, this one's threads)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(package)}
+    subprocess.run([sys.executable, "-c", _REVISION_TRAIN, str(package), task, str(pack), out, str(steps),
+                    str(batch_size), str(crop)], cwd=package, env=env, check=True, capture_output=True)
+
+
 def bench_train(pack: str | Path, task: str, procs: tuple[int, ...] = (1, 2), steps: int = 40, warmup: int = 5,
-                rounds: int = 2, batch_size: int = 2, crop: int = 128) -> dict[int, dict[str, float]]:
-    """Training steps per second of :func:`tgif.train.loop.train` on ``pack``, per number of processes.
+                rounds: int = 2, batch_size: int = 2, crop: int = 128,
+                against: str | None = None) -> dict[str, dict[str, float]]:
+    """Training steps per second of :func:`tgif.train.loop.train` on ``pack``, per number of processes, and of
+    an earlier revision's loop.
 
     Every setting runs ``rounds`` short runs of ``steps`` steps (the paper's batch and crop by default), the
     settings interleaved round by round so that a slower moment of the machine hits them all. A step's time is
     read from the run's log (optimizer step included; the first ``warmup`` steps of a run and its validation
-    left out); the median over all runs gives ``seconds_per_step`` and ``steps_per_second``, and ``ratio`` is
-    the speed relative to the first setting. One process uses all of torch's threads; K processes share them.
+    left out); a setting's ``seconds_per_step`` is the median step over all its runs, and ``ratio`` is its
+    speed relative to the first setting: the median over rounds of the ratio of the two runs' median steps
+    (:func:`paired_ratio`). One process uses all of torch's threads; K processes share them.
+
+    ``against`` (a git revision of this checkout, e.g. the commit before a change to the loop) adds that
+    revision's own ``tgif`` training loop, extracted with ``git archive`` and run in a child process with the
+    same pack, batch, crop and threads, as the first setting (``rev <revision>``): the speed-up of the loop as
+    it is now over that one, measured in one run (the child's log keeps the seconds to 0.1 ms).
+
+    Returns:
+        ``{label: {"seconds_per_step", "steps_per_second", "ratio"}}`` with labels ``rev <revision>`` (when
+        ``against``) and ``1 process``, ``2 processes``, ... per ``procs``.
     """
     import tempfile
 
     from tgif.train.loop import TrainSettings, train
 
-    times: dict[int, list[float]] = {count: [] for count in procs}
-    for _ in range(rounds):
-        for count in procs:
-            with tempfile.TemporaryDirectory(prefix="tgif-bench-train-") as out:
-                settings = TrainSettings(task=task, pack=str(pack), out_dir=out, steps=steps, batch_size=batch_size,
-                                         crop=crop, checkpoint_every=steps, val_every=steps, procs=count)
-                train(settings, progress=False)
-                times[count] += _step_seconds(Path(out) / "log.csv", warmup)
-    first = statistics.median(times[procs[0]])
-    return {count: {"seconds_per_step": statistics.median(values), "steps_per_second": 1 / statistics.median(values),
-                    "ratio": first / statistics.median(values)} for count, values in times.items()}
+    pack = Path(pack).resolve()
+    labels = ([f"rev {against}"] if against else []) + [f"{n} process" + ("es" if n > 1 else "") for n in procs]
+    runs: dict[str, list[list[float]]] = {label: [] for label in labels}
+    with tempfile.TemporaryDirectory(prefix="tgif-bench-train-") as scratch:
+        package = _revision_package(against, Path(scratch) / "revision") if against else None
+        for _ in range(rounds):
+            for label in labels:
+                with tempfile.TemporaryDirectory(prefix="run-", dir=scratch) as out:
+                    if package is not None and label == labels[0]:
+                        _revision_run(package, task, pack, out, steps, batch_size, crop)
+                    else:
+                        count = int(label.split()[0])
+                        settings = TrainSettings(task=task, pack=str(pack), out_dir=out, steps=steps,
+                                                 batch_size=batch_size, crop=crop, checkpoint_every=steps,
+                                                 val_every=steps, procs=count)
+                        train(settings, progress=False)
+                    runs[label].append(_step_seconds(Path(out) / "log.csv", warmup))
+    medians = {label: [statistics.median(run) for run in values] for label, values in runs.items()}
+    results = {}
+    for label, values in runs.items():
+        step = float(statistics.median(t for run in values for t in run))
+        results[label] = {"seconds_per_step": step, "steps_per_second": 1 / step,
+                          "ratio": float(paired_ratio(medians[labels[0]], medians[label]))}
+    return results
 
 
 #: The benchmarks run one size per child process (``python -m tgif.bench <name> W H REPEAT WEIGHTS DEVICE``).

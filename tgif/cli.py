@@ -214,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--task", default="mef", choices=["ivf", "mef", "mff"], help="train: the pack's task")
     bench.add_argument("--pack", default=None, help="train: training pack (default: runs/packs/<task>.pt)")
     bench.add_argument("--procs", default="1,2", help="train: process counts to compare (default: 1,2)")
+    bench.add_argument("--against", default=None, metavar="REV",
+                       help="train: also time the training loop of this git revision (first row; ratios to it)")
 
     res = sub.add_parser("results", help="regenerate docs/RESULTS.md and docs/figures (all tables, figures, speed)")
     res.add_argument("--docs", default="docs", help="folder for RESULTS.md and figures/ (default: docs)")
@@ -636,11 +638,14 @@ def _bench_train(args: argparse.Namespace) -> int:
     pack = _require_pack(args.pack or f"runs/packs/{args.task}.pt", args.task)
     procs = tuple(int(v) for v in _split(args.procs))
     print(f"{args.task} training steps on {pack} (batch 2, 128x128 crops, {torch.get_num_threads()} threads; median "
-          f"step of {args.repeat} interleaved runs of 40 steps after 5 warm-up steps):")
-    for count, row in bench_train(pack, args.task, procs=procs, rounds=args.repeat).items():
-        layout = "1 process" if count == 1 else f"{count} processes"
-        print(f"  {layout:<12} {row['seconds_per_step'] * 1000:7.1f} ms/step  {row['steps_per_second']:6.2f} steps/s  "
+          f"step of {args.repeat} interleaved rounds of runs of 40 steps after 5 warm-up steps; ratio: median "
+          "over rounds of the first setting's median step over this one's):")
+    rows = bench_train(pack, args.task, procs=procs, rounds=args.repeat, against=args.against)
+    for label, row in rows.items():
+        print(f"  {label:<14} {row['seconds_per_step'] * 1000:7.1f} ms/step  {row['steps_per_second']:6.2f} steps/s  "
               f"{row['ratio']:5.2f}x")
+    if args.against:
+        print(f"  (rev {args.against}: that revision's own training loop, 1 process)")
     return 0
 
 

@@ -35,35 +35,53 @@ class LayerNorm2d(nn.Module):
         return x.permute(0, 3, 1, 2)
 
 
+def pixel_tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H*W, C) pixel tokens: a view when ``x`` is channels_last (TGIF's feature maps)."""
+    b, c, h, w = x.shape
+    return x.permute(0, 2, 3, 1).reshape(b, h * w, c)
+
+
+def token_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, H*W, C) pixel tokens -> (B, C, H, W) channels_last (a view of contiguous ``tokens``)."""
+    b, _, c = tokens.shape
+    return tokens.reshape(b, height, width, c).permute(0, 3, 1, 2)
+
+
 def channel_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, temperature: torch.Tensor
 ) -> torch.Tensor:
-    """Restormer's transposed (channel-by-channel) attention, per head.
+    """Restormer's transposed (channel-by-channel) attention, per head, on pixel tokens.
 
     Args:
-        q, k, v: (B, C, H, W) queries, keys and values; C must be divisible by ``heads``.
+        q, k, v: (B, N, C) pixel tokens (:func:`pixel_tokens`) of queries, keys and values; C must be divisible
+            by ``heads``; head i holds channels [i C/heads, (i+1) C/heads).
         heads: number of heads; each head attends among its C/heads channels.
         temperature: (heads, 1, 1) learned scale of the logits.
 
     Returns:
-        (B, C, H, W) in channels_last memory format (the format TGIF's feature maps use, for
-        faster convolutions): for each head, v (C/heads, H*W) mixed by
-        softmax(q_hat k_hat^T * temperature), a (C/heads, C/heads) map, where q_hat, k_hat are
-        q, k L2-normalised over the H*W positions.
+        (B, N, C): for each head, v (C/heads, N) mixed by softmax(q_hat k_hat^T * temperature), a
+        (C/heads, C/heads) map, where q_hat, k_hat are q, k L2-normalised over the N positions.
+
+    The heads' maps are computed as the diagonal blocks of one (C, C) map (the other logits set to -inf, so
+    their weights are exactly 0): the tokens stay in the pixels-by-channels layout of channels_last maps, so
+    neither the forward nor the backward pass copies them into (B, heads, C/heads, N) and back.
     """
-    b, c, h, w = q.shape
-    q = F.normalize(q.reshape(b, heads, c // heads, h * w), dim=-1)
-    k = F.normalize(k.reshape(b, heads, c // heads, h * w), dim=-1)
-    v = v.reshape(b, heads, c // heads, h * w)
-    attn = torch.softmax(q @ k.transpose(-2, -1) * temperature, dim=-1)
-    return (attn @ v).reshape(b, c, h, w).contiguous(memory_format=torch.channels_last)
+    b, n, c = q.shape
+    if c % heads:
+        raise ValueError(f"channels ({c}) must be a multiple of heads ({heads})")
+    head = torch.arange(c, device=q.device) // (c // heads)
+    scale = temperature.reshape(heads).repeat_interleave(c // heads)[:, None]  # (C, 1): each row its head's
+    logits = (F.normalize(q, dim=1).transpose(1, 2) @ F.normalize(k, dim=1)) * scale  # (B, C, C)
+    attn = torch.softmax(logits.masked_fill(head[:, None] != head[None, :], float("-inf")), dim=-1)
+    return v @ attn.transpose(1, 2)
 
 
 class MDTA(nn.Module):
     """Multi-Dconv head transposed self-attention (Restormer's ``Attention``).
 
     Shapes: (B, C, H, W) -> (B, C, H, W). A 1x1 conv to 3C and a 3x3 depthwise conv give
-    q, k, v; :func:`channel_attention` mixes channels within each head; a 1x1 conv projects back.
+    q, k, v (the first, second and third C channels); :func:`channel_attention` mixes channels within
+    each head; a 1x1 conv projects back.
     """
 
     def __init__(self, dim: int, heads: int, bias: bool = False) -> None:
@@ -77,8 +95,11 @@ class MDTA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Attend (B, C, H, W) -> (B, C, H, W)."""
-        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
-        return self.project_out(channel_attention(q, k, v, self.heads, self.temperature))
+        # split as pixel tokens: the backward of a channel split of channels_last maps would give the dwconv an
+        # NCHW gradient to copy back
+        q, k, v = pixel_tokens(self.qkv_dwconv(self.qkv(x))).split(x.shape[1], dim=-1)
+        out = channel_attention(q, k, v, self.heads, self.temperature)
+        return self.project_out(token_map(out, *x.shape[-2:]))
 
 
 class GDFN(nn.Module):

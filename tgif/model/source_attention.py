@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tgif.model.restormer import GDFN, LayerNorm2d, channel_attention
+from tgif.model.restormer import GDFN, LayerNorm2d, channel_attention, pixel_tokens, token_map
 
 
 class ChannelCrossAttention(nn.Module):
@@ -39,9 +39,10 @@ class ChannelCrossAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Attend (B, C, H, W) queries over a (B, C, H, W) context -> (B, C, H, W)."""
-        q = self.q(self.norm_x(x))
-        k, v = self.kv(self.norm_context(context)).chunk(2, dim=1)
-        return self.project_out(channel_attention(q, k, v, self.heads, self.temperature))
+        q = pixel_tokens(self.q(self.norm_x(x)))
+        k, v = pixel_tokens(self.kv(self.norm_context(context))).split(x.shape[1], dim=-1)
+        out = channel_attention(q, k, v, self.heads, self.temperature)
+        return self.project_out(token_map(out, *x.shape[-2:]))
 
 
 class CrossSourceBlock(nn.Module):
