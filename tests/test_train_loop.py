@@ -173,3 +173,16 @@ def test_retained_memory_is_reused_without_page_faults() -> None:
     # 40 MiB is 10,240 pages: without the setting glibc usually trims the freed heap and the next step faults
     # nearly all of them in again (~10,000 per step; fewer when another allocation happens to sit above them)
     assert float(out.stdout.split()[-1]) < 500
+
+
+def test_bench_train_times_a_git_revisions_loop_beside_this_one(ivf_pack) -> None:  # noqa: F811
+    from tgif.bench import bench_train
+
+    rows = bench_train(ivf_pack, "ivf", procs=(1,), steps=8, warmup=2, rounds=1, crop=32, against="HEAD")
+    assert list(rows) == ["rev HEAD", "1 process"]
+    assert rows["rev HEAD"]["ratio"] == 1.0
+    for row in rows.values():
+        assert 0 < row["seconds_per_step"] < 10
+        assert row["steps_per_second"] == pytest.approx(1 / row["seconds_per_step"])
+    with pytest.raises(TgifError, match="--against no-such-revision: cannot read that revision"):
+        bench_train(ivf_pack, "ivf", procs=(1,), steps=8, warmup=2, rounds=1, crop=32, against="no-such-revision")
