@@ -186,3 +186,12 @@ def test_bench_train_times_a_git_revisions_loop_beside_this_one(ivf_pack) -> Non
         assert row["steps_per_second"] == pytest.approx(1 / row["seconds_per_step"])
     with pytest.raises(TgifError, match="--against no-such-revision: cannot read that revision"):
         bench_train(ivf_pack, "ivf", procs=(1,), steps=8, warmup=2, rounds=1, crop=32, against="no-such-revision")
+
+
+def test_a_revision_without_the_loop_is_one_error(tmp_path, ivf_pack) -> None:  # noqa: F811
+    from tgif.bench import _revision_run
+
+    (tmp_path / "tgif").mkdir()
+    (tmp_path / "tgif" / "__init__.py").write_text("")  # a package without tgif.train: nothing may fill it in
+    with pytest.raises(TgifError, match="--against revision failed: ModuleNotFoundError: No module named 'tgif.train'"):
+        _revision_run(tmp_path, "ivf", ivf_pack, str(tmp_path / "out"), 4, 2, 32)

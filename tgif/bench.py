@@ -404,7 +404,10 @@ def _step_seconds(log: Path, warmup: int) -> list[float]:
 
 #: A revision's own training loop, run by :func:`bench_train` in a child process whose ``tgif`` is that revision's.
 _REVISION_TRAIN = (
-    "import sys, tgif\n"
+    "import sys\n"
+    "# an editable install's finder would serve this checkout's modules that the revision lacks: drop it\n"
+    "sys.meta_path = [f for f in sys.meta_path if not getattr(f, '__module__', '').startswith('__editable__')]\n"
+    "import tgif\n"
     "assert tgif.__file__.startswith(sys.argv[1]), f'imported {tgif.__file__}, not the revision in {sys.argv[1]}'\n"
     "import tgif.train.loop as loop\n"
     "from tgif.train.loop import TrainSettings, train\n"
@@ -442,14 +445,23 @@ def _revision_package(revision: str, dest: Path) -> Path:
 
 
 def _revision_run(package: Path, task: str, pack: Path, out: str, steps: int, batch_size: int, crop: int) -> None:
-    """Run the training loop of the revision extracted in ``package`` (a child process, this one's threads)."""
+    """Run the training loop of the revision extracted in ``package`` (a child process, this one's threads).
+
+    Raises:
+        TgifError: the child failed (e.g. a revision whose loop has no ``log_row``), with its last error line.
+    """
     import os
     import subprocess
     import sys
 
+    from tgif.errors import TgifError
+
     env = {**os.environ, "PYTHONPATH": str(package)}
-    subprocess.run([sys.executable, "-c", _REVISION_TRAIN, str(package), task, str(pack), out, str(steps),
-                    str(batch_size), str(crop)], cwd=package, env=env, check=True, capture_output=True)
+    done = subprocess.run([sys.executable, "-c", _REVISION_TRAIN, str(package), task, str(pack), out, str(steps),
+                           str(batch_size), str(crop)], cwd=package, env=env, capture_output=True, text=True)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise TgifError(f"the training loop of the --against revision failed: {last}")
 
 
 def bench_train(pack: str | Path, task: str, procs: tuple[int, ...] = (1, 2), steps: int = 40, warmup: int = 5,
