@@ -14,7 +14,7 @@ batch (every K-th pair of the batch one process would draw, see
 :class:`tgif.train.data.StepBatchSampler`), one all-reduce averages their gradients
 (:func:`tgif.parallel.average_gradients`) and rank 0 writes the files:
 the maths of a step is the same as in one process. On a small CPU, ``procs: 2`` with one thread each is
-faster than one process with two threads (``tgif bench train``).
+usually faster than one process with two threads, not always (``tgif bench train`` prints both).
 
 Resume: the data stream is a function of the step, and the state file holds the model, Adam, the
 learning-rate schedule and torch's RNG, so an interrupted run resumed with ``--resume`` ends bit-equal
