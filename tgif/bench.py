@@ -491,28 +491,28 @@ def bench_train(pack: str | Path, task: str, procs: tuple[int, ...] = (1, 2), st
     from tgif.train.loop import TrainSettings, train
 
     pack = Path(pack).resolve()
-    labels = ([f"rev {against}"] if against else []) + [f"{n} process" + ("es" if n > 1 else "") for n in procs]
-    runs: dict[str, list[list[float]]] = {label: [] for label in labels}
+    # (label, process count); the revision's own loop has no count
+    settings: list[tuple[str, int | None]] = ([(f"rev {against}", None)] if against else []) + [
+        (f"{n} process" + ("es" if n > 1 else ""), n) for n in procs]
+    runs: dict[str, list[list[float]]] = {label: [] for label, _ in settings}
     with tempfile.TemporaryDirectory(prefix="tgif-bench-train-") as scratch:
         package = _revision_package(against, Path(scratch) / "revision") if against else None
         for _ in range(rounds):
-            for label in labels:
+            for label, count in settings:
                 with tempfile.TemporaryDirectory(prefix="run-", dir=scratch) as out:
-                    if package is not None and label == labels[0]:
+                    if count is None:
                         _revision_run(package, task, pack, out, steps, batch_size, crop)
                     else:
-                        count = int(label.split()[0])
-                        settings = TrainSettings(task=task, pack=str(pack), out_dir=out, steps=steps,
-                                                 batch_size=batch_size, crop=crop, checkpoint_every=steps,
-                                                 val_every=steps, procs=count)
-                        train(settings, progress=False)
+                        train(TrainSettings(task=task, pack=str(pack), out_dir=out, steps=steps, batch_size=batch_size,
+                                            crop=crop, checkpoint_every=steps, val_every=steps, procs=count),
+                              progress=False)
                     runs[label].append(_step_seconds(Path(out) / "log.csv", warmup))
-    medians = {label: [statistics.median(run) for run in values] for label, values in runs.items()}
+    first = [statistics.median(run) for run in runs[settings[0][0]]]
     results = {}
     for label, values in runs.items():
         step = float(statistics.median(t for run in values for t in run))
         results[label] = {"seconds_per_step": step, "steps_per_second": 1 / step,
-                          "ratio": float(paired_ratio(medians[labels[0]], medians[label]))}
+                          "ratio": float(paired_ratio(first, [statistics.median(run) for run in values]))}
     return results
 
 

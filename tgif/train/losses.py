@@ -11,9 +11,9 @@
   gives (11x11 Gaussian window of sigma 1.5, reflect border, ``max_val=1``); computed only when its
   weight is not zero.
 
-Both filters run as one depthwise convolution over the batch folded into channels
-(:func:`depthwise_filter`), and SSIM filters the eight local moments it needs in two such calls (the
-sources' four, which need no gradient, and the four with F), not kornia's ten single-channel
+Sobel runs as one depthwise convolution over the batch folded into channels (:func:`depthwise_filter`),
+and SSIM blurs the eight local moments it needs in two calls of :func:`gaussian_blur` (the sources' four,
+which need no gradient, and the four with F) as matrix products, not kornia's ten single-channel
 filterings: on the CPU those take PyTorch's slow paths for one-channel convolutions (at batch 2,
 oneDNN's 1-channel kernel is ~20x slower than its depthwise one), which made the MEF/MFF loss a
 third of a training step. The values are kornia's up to float rounding (``tests/test_losses.py``).
@@ -110,7 +110,7 @@ def gaussian_blur(image: torch.Tensor, window: int = SSIM_WINDOW, sigma: float =
     if min(height, width) <= window // 2:
         raise ValueError(f"a {window}-tap blur needs images larger than {window // 2} pixels, got {height}x{width}")
     rows = _blur_matrix(height, window, sigma, image.dtype, image.device)
-    cols = rows if width == height else _blur_matrix(width, window, sigma, image.dtype, image.device)
+    cols = _blur_matrix(width, window, sigma, image.dtype, image.device)
     return rows @ image @ cols.T
 
 
