@@ -67,3 +67,19 @@ def test_the_readme_first_command_fuses_with_tgif_offline_and_finds_the_person(t
     printed = capsys.readouterr().out
     assert "caption 1 (draft:template): It shows a person" in printed and "note:" not in printed
     assert "best baseline" in printed and "method tgif" in printed and out.is_file()
+
+
+#: The committed training config of each checkpoint trained from one (``tgif train --config``).
+RUN_CONFIGS = {"tgif_mef": "mef.yaml", "tgif_mff_stage1": "mff.yaml", "tgif_mff": "mff_stage2.yaml"}
+
+
+@pytest.mark.parametrize(("stem", "config"), sorted(RUN_CONFIGS.items()))
+def test_the_committed_config_is_the_run_that_made_the_checkpoint(stem: str, config: str) -> None:
+    import yaml
+
+    values = yaml.safe_load((ROOT / "configs" / config).read_text())
+    recorded = read_metadata(ROOT / "weights" / f"{stem}.safetensors").extra["settings"]
+    for key in ("steps", "batch_size", "crop", "lr", "halve_every_epochs", "grad_weight", "ssim_weight", "seed",
+                "use_text", "procs", "model"):
+        assert recorded[key] == values[key], (stem, key)
+    assert (ROOT / values["init_from"]).is_file()  # a committed checkpoint, so the run can start from it

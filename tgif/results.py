@@ -394,7 +394,8 @@ def build_results(settings: ResultsSettings | None = None,
                                      figures / f"qualitative_{task}.png"))
     curves = []
     for stem, title in (("ivf_base", "TGIF IVF training (fusion loss)"), ("ivf", "TGIF IVF steering fine-tune"),
-                        ("mef", "TGIF MEF training"), ("mff", "TGIF MFF training")):
+                        ("mef", "TGIF MEF training"), ("mff_stage1", "TGIF MFF training, stage 1 (128x128 crops)"),
+                        ("mff", "TGIF MFF training, stage 2 (256x256 crops, from stage 1)")):
         log_csv = WEIGHTS_DIR / "logs" / f"tgif_{stem}_train.csv"
         if log_csv.exists():
             curves.append(_save(curves_figure(log_csv, WEIGHTS_DIR / "logs" / f"tgif_{stem}_val.csv", title),
