@@ -141,6 +141,7 @@ def test_select_keeps_each_validation_and_picks_by_the_held_out_rule(ivf_pack, t
     assert main(["export", "--task", "ivf", "--run", str(out), "--out", str(tmp_path / "w" / "t.safetensors")]) == 0
     assert read_metadata(tmp_path / "w" / "t.safetensors").steps == best["step"]
     assert (tmp_path / "w" / "logs" / "t_selection.csv").read_text() == (out / "selection.csv").read_text()
+    assert (tmp_path / "w" / "curves_t.png").read_bytes() == (out / "curves.png").read_bytes()
     # the command line says which step it kept
     config = tmp_path / "select.json"
     config.write_text(json.dumps({"steps": 4, "crop": 32, "val_every": 2, "checkpoint_every": 4, "model": TINY,

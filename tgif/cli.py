@@ -20,6 +20,7 @@ import csv
 import json
 import logging
 import os
+import shutil
 import sys
 import traceback
 from collections.abc import Sequence
@@ -196,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--no-progress", action="store_true")
 
     ex = sub.add_parser("export", help="store a run's checkpoint (fp16) as the task's weights: selected.safetensors "
-                                       "when the run selected one, else last.safetensors")
+                                       "when the run selected one, else last.safetensors; its logs go to logs/ and "
+                                       "its curves.png to curves_<name>.png beside it")
     ex.add_argument("--task", required=True, choices=["ivf", "mef", "mff"])
     ex.add_argument("--run", default=None, help="run folder (default: runs/<task>)")
     ex.add_argument("--out", default=None, help="default: weights/tgif_<task>.safetensors")
@@ -609,6 +611,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     for path in export_logs(source.parent, out.parent / "logs", out.stem):
         print(f"wrote {path}")
+    curves = source.parent / "curves.png"
+    if curves.exists():  # beside the weights, as weights/curves_<task>.png for weights/tgif_<task>.safetensors
+        target = out.parent / f"curves_{out.stem.removeprefix('tgif_')}.png"
+        shutil.copyfile(curves, target)
+        print(f"wrote {target}")
     return 0
 
 
