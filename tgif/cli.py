@@ -644,10 +644,12 @@ def _bench_train(args: argparse.Namespace) -> int:
 
     pack = _require_pack(args.pack or f"runs/packs/{args.task}.pt", args.task)
     procs = tuple(int(v) for v in _split(args.procs))
-    print(f"{args.task} training steps on {pack} (batch 2, 128x128 crops, {torch.get_num_threads()} threads; median "
-          f"step of {args.repeat} interleaved rounds of runs of 40 steps after 5 warm-up steps; ratio: median "
-          "over rounds of the first setting's median step over this one's):")
-    rows = bench_train(pack, args.task, procs=procs, rounds=args.repeat, against=args.against)
+    shape = {"batch_size": 2, "crop": 128, "steps": 40, "warmup": 5}  # the paper's batch and crop
+    print(f"{args.task} training steps on {pack} (batch {shape['batch_size']}, {shape['crop']}x{shape['crop']} "
+          f"crops, {torch.get_num_threads()} threads; median step of {args.repeat} interleaved rounds of runs of "
+          f"{shape['steps']} steps after {shape['warmup']} warm-up steps; ratio: median over rounds of the first "
+          "setting's median step over this one's):")
+    rows = bench_train(pack, args.task, procs=procs, rounds=args.repeat, against=args.against, **shape)
     for label, row in rows.items():
         print(f"  {label:<14} {row['seconds_per_step'] * 1000:7.1f} ms/step  {row['steps_per_second']:6.2f} steps/s  "
               f"{row['ratio']:5.2f}x")
