@@ -126,3 +126,26 @@ def test_sweep_section_marks_the_chosen_setting(tmp_path, monkeypatch):
     assert "| *Laplacian pyramid* | | *7.000* |" in section and "sweep_mff" not in section
     monkeypatch.setattr(results, "WEIGHTS_DIR", tmp_path / "nothing")
     assert results.sweep_section() == ""
+
+
+def test_tile_sweep_section_marks_the_chosen_tile(tmp_path, monkeypatch):
+    import tgif.results as results
+    from tgif.train.loop import append_csv
+
+    (tmp_path / "logs").mkdir()
+    reference = {"EN": 7.0, "SD": 50.0, "SF": 20.0, "AG": 5.0, "VIF": 1.5, "Qabf": 0.75}
+    whole = {"EN": 7.1, "SD": 60.0, "SF": 19.0, "AG": 5.5, "VIF": 1.52, "Qabf": 0.76}  # 5 wins
+    tiled = {"EN": 7.2, "SD": 55.0, "SF": 20.5, "AG": 5.6, "VIF": 1.53, "Qabf": 0.77}  # 6 wins, smaller margin
+    for tile, size, scores, wins, margin in (("whole", 0, whole, 5, 0.05), ("320/32", 320, tiled, 6, 0.04)):
+        append_csv(tmp_path / "logs" / "tiles_mef.csv",
+                   {"tile": tile, "size": size, "overlap": 32 if size else 0, **scores,
+                    **{f"ref_{k}": v for k, v in reference.items()}, "wins": wins, "margin": margin,
+                    "fidelity_kept": 1})
+    monkeypatch.setattr(results, "WEIGHTS_DIR", tmp_path)
+    section = results.tile_sweep_section()
+    assert "**tgif_mef** (`weights/logs/tiles_mef.csv`)" in section
+    assert "| **320/32** | 7.200 | 55.000 |" in section and "| whole | 7.100 |" in section
+    assert "| 6 | +0.0400 | yes |" in section and "| *Laplacian pyramid* | *7.000* |" in section
+    monkeypatch.setattr(results, "WEIGHTS_DIR", tmp_path / "nothing")
+    (tmp_path / "nothing" / "logs").mkdir(parents=True)
+    assert results.tile_sweep_section() == ""

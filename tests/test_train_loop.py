@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from test_train_data import FakeEncoder, ivf_pack, tree  # noqa: F401 - pytest fixtures
 
 from tgif.errors import CheckpointMismatchError, TgifError
@@ -196,3 +197,93 @@ def test_a_revision_without_the_loop_is_one_error(tmp_path, ivf_pack) -> None:  
     (tmp_path / "tgif" / "__init__.py").write_text("")  # a package without tgif.train: nothing may fill it in
     with pytest.raises(TgifError, match="--against revision failed: ModuleNotFoundError: No module named 'tgif.train'"):
         _revision_run(tmp_path, "ivf", ivf_pack, str(tmp_path / "out"), 4, 2, 32)
+
+
+def test_a_checkpoint_names_the_tiles_it_fuses_in(run, rng, tmp_path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from tgif.model import update_extra
+    from tgif.pipeline import FusionTile
+
+    _, checkpoint = run
+    tiled_path = shutil.copy(checkpoint, tmp_path / "tiled.safetensors")
+    before = read_metadata(tiled_path).extra
+    assert update_extra(tiled_path, fusion_tile=[32, 8]).extra == {**before, "fusion_tile": [32, 8]}
+    stored, original = load_file(tiled_path), load_file(checkpoint)
+    assert stored.keys() == original.keys()
+    assert all(stored[k].dtype == v.dtype and torch.equal(stored[k], v) for k, v in original.items())
+
+    fuser = TGIFFuser(tiled_path, device="cpu", text_encoder=FakeEncoder())
+    assert fuser.tile == FusionTile(32, 8)
+    y_a, y_b = (rng.random((40, 70)).astype(np.float32) for _ in range(2))
+    text, mask = fuser.encode("a person on the left", "a dark street")
+    tiled, notes = fuser.fuse_luminance(y_a, y_b, text, mask)
+    assert notes == []  # the checkpoint's own setting, not a memory note on every fusion
+
+    def forward(window: tuple[slice, slice]) -> np.ndarray:
+        with torch.inference_mode():
+            a, b = (torch.from_numpy(np.ascontiguousarray(p[window]))[None, None] for p in (y_a, y_b))
+            return fuser.model(a, b, text, mask)[0, 0].clamp(0, 1).numpy()
+
+    # rows start at 0 and 8, columns at 0, 24 and 38: away from the overlaps a pixel is its tile's output
+    first, second = forward((slice(0, 32), slice(0, 32))), forward((slice(0, 32), slice(24, 56)))
+    assert np.allclose(tiled[:8, :24], first[:8, :24], atol=1e-6)
+    # in an overlap it is a blend of the tiles that cover it
+    low, high = np.minimum(first[:8, 24:32], second[:8, :8]), np.maximum(first[:8, 24:32], second[:8, :8])
+    assert np.all(tiled[:8, 24:32] >= low - 1e-6) and np.all(tiled[:8, 24:32] <= high + 1e-6)
+    whole = forward((slice(None), slice(None)))
+    assert np.abs(tiled - whole).max() > 1e-3  # tiles are not the whole image's attention
+    # --tile 0 fuses whole images again; an image inside one tile is fused whole either way
+    assert np.allclose(TGIFFuser(tiled_path, device="cpu", text_encoder=FakeEncoder(), tile="0")
+                       .fuse_luminance(y_a, y_b, text, mask)[0], whole, atol=1e-6)
+    small = (slice(0, 30), slice(0, 32))
+    assert np.allclose(fuser.fuse_luminance(y_a[small], y_b[small], text, mask)[0], forward(small), atol=1e-6)
+    assert update_extra(tiled_path, fusion_tile=None).extra == before
+    assert TGIFFuser(tiled_path, device="cpu", text_encoder=FakeEncoder()).tile is None
+
+
+@pytest.mark.parametrize("spec, message", [("320", "SIZE/OVERLAP"), ("a/b", "SIZE/OVERLAP"), ("8/2", "at least 16"),
+                                           ("64/40", "half the size")])
+def test_a_malformed_tile_is_one_clear_error(run, spec, message, capsys) -> None:
+    from tgif.cli import main
+    from tgif.pipeline import FusionTile, checkpoint_tile
+
+    with pytest.raises(TgifError, match=message):
+        FusionTile.parse(spec)
+    assert FusionTile.parse(" 0 ") is None and FusionTile.parse("Whole") is None
+    assert str(FusionTile.parse("320/32")) == "320/32"
+    with pytest.raises(TgifError, match="expected \\[size, overlap\\]"):
+        checkpoint_tile({"fusion_tile": "320/32"})
+    assert main(["eval", "--dataset", "nowhere", "--method", "tgif", "--tile", spec]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_sweep_tiles_scores_whole_and_tiled_fusion_by_the_held_out_rule(run, ivf_pack, tmp_path,  # noqa: F811
+                                                                        capsys) -> None:
+    import shutil
+
+    from tgif.cli import main
+    from tgif.model import load_tgif
+    from tgif.pipeline import FusionTile
+    from tgif.train.data import PackDataset
+    from tgif.train.loop import validate
+    from tgif.train.sweep import choose, run_tile_sweep
+
+    _, checkpoint = run
+    val = PackDataset(ivf_pack, "val")
+    rows = run_tile_sweep(checkpoint, val, [None, FusionTile(32, 8)], tmp_path / "tiles.csv", progress=False)
+    assert [r["tile"] for r in rows] == ["whole", "32/8"] and [r["size"] for r in rows] == [0, 32]
+    whole = validate(load_tgif(checkpoint)[0], val, torch.device("cpu"), True)  # whole images, as training validates
+    assert all(np.isclose(rows[0][m], v, rtol=1e-5) for m, v in whole.items())
+    assert any(abs(rows[1][m] - rows[0][m]) > 1e-6 for m in whole)
+    assert [r["tile"] for r in _rows(tmp_path / "tiles.csv")] == ["whole", "32/8"]
+    # the command prints the table and applies the rule's choice to the checkpoint
+    target = shutil.copy(checkpoint, tmp_path / "t.safetensors")
+    assert main(["sweep-tiles", "--task", "ivf", "--weights", str(target), "--pack", str(ivf_pack), "--tiles",
+                 "32/8", "--out", str(tmp_path / "cli.csv"), "--apply", "--no-progress"]) == 0
+    best = choose(rows)
+    out = capsys.readouterr().out
+    assert f"chosen: {best['tile']}" in out and "laplacian" in out
+    assert read_metadata(target).extra.get("fusion_tile") == ([32, 8] if best["size"] else None)

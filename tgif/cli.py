@@ -49,6 +49,10 @@ def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+TILE_HELP = ("tiles to fuse in, SIZE/OVERLAP pixels (e.g. 320/32), or 0 for whole images (default: the checkpoint's, "
+             "see tgif sweep-tiles; larger inputs are tiled to bound memory either way)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all sub-commands."""
     from tgif.baselines import BASELINES
@@ -78,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="caption of SRC1 (with --caption2; default: drafted from the maps)")
     fuse.add_argument("--caption2", default=None, help="caption of SRC2")
     fuse.add_argument("--no-text", action="store_true", help="TGIF without text guidance")
+    fuse.add_argument("--tile", default=None,
+                      help=TILE_HELP)
     fuse.add_argument("--captioner", default="auto", choices=["auto", "template", "gpt"], help="who drafts captions")
     fuse.add_argument("--metrics", action="store_true",
                       help="also print the six metrics of the saved result (tgif: beside the best classic baseline's)")
@@ -103,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                          " tgif[none] for the caption-sensitivity variants)")
     ev.add_argument("--weights", default=None,
                     help="TGIF checkpoint (default: weights/tgif_<dataset task>.safetensors)")
+    ev.add_argument("--tile", default=None,
+                    help=TILE_HELP)
     ev.add_argument("--metrics", dest="names", default=None, help="metric names or 'all' (default: the paper's six)")
     ev.add_argument("--out", default="results", help="output folder for fused PNGs and CSVs (default: results)")
     ev.add_argument("--limit", type=int, default=None, help="only the first N pairs of each dataset")
@@ -179,6 +187,22 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--procs", type=int, default=None, help="CPU processes per run (see tgif train --procs)")
     sw.add_argument("--out", default=None, help="sweep folder (default: runs/sweep_<task>)")
     sw.add_argument("--no-progress", action="store_true")
+
+    ts = sub.add_parser("sweep-tiles", help="choose the tiles a checkpoint fuses in: score it fused whole and in "
+                                            "each tile size on held-out training pairs against the pyramid")
+    ts.add_argument("--task", required=True, choices=["ivf", "mef", "mff"])
+    ts.add_argument("--weights", default=None, help="TGIF checkpoint (default: weights/tgif_<task>.safetensors)")
+    ts.add_argument("--pack", default=None,
+                    help="pack whose held-out pairs score the tiles, best at the resolution images are fused at "
+                         "(tgif pack --max-side; default: runs/packs/<task>.pt)")
+    ts.add_argument("--tiles", default=",".join(f"{size}/{overlap}" for size in (512, 384, 320, 256, 192, 128)
+                                               for overlap in (32, 64)),
+                    help="comma list of SIZE/OVERLAP to try beside whole images (default: sizes 512, 384, 320, 256, "
+                         "192 and 128, each with overlaps of 32 and 64)")
+    ts.add_argument("--out", default=None, help="table of scores (default: runs/tiles_<task>.csv)")
+    ts.add_argument("--apply", action="store_true",
+                    help="write the chosen tile into the checkpoint's metadata (whole images: remove it)")
+    ts.add_argument("--no-progress", action="store_true")
 
     st = sub.add_parser("steer", help="steering benchmark: does naming an object in a caption bring it out, "
                                       "there only?")
@@ -282,7 +306,8 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
             args.caption1, args.caption2 = clean_caption(args.caption1), clean_caption(args.caption2)
         # like the app: without a loadable detector, segmentation-only captions and one note (not an error)
         perceiver = Perceiver(detector=YoloDetector(args.detector) if args.detector else None, detector_optional=True)
-        fuser = TGIFFuser(args.weights or default_weights(spec.task), captioner=args.captioner, perceiver=perceiver)
+        fuser = TGIFFuser(args.weights or default_weights(spec.task), captioner=args.captioner, perceiver=perceiver,
+                          tile=args.tile)
         captions = (args.caption1, args.caption2) if args.caption1 is not None else None
         # as in the app: given captions steer over the trunk of the pair's drafted captions
         result = fuser.session(pair, spec).fuse(captions, use_text=not args.no_text, draft_scene=True)
@@ -337,8 +362,9 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tgif_eval_fn(dataset: str, method: str, weights: str | None, fusers: dict):
-    """The fuse function of ``tgif`` or ``tgif[<caption variant>]`` on a dataset (fusers cached per checkpoint)."""
+def _tgif_eval_fn(dataset: str, method: str, weights: str | None, fusers: dict, tile: str | None = None):
+    """The fuse function of ``tgif`` or ``tgif[<caption variant>]`` on a dataset (fusers cached per checkpoint;
+    ``tile`` as ``tgif eval --tile``)."""
     from tgif.evaluation import CAPTION_VARIANTS, tgif_fuse_fn
     from tgif.io.datasets import dataset_task, resolve_dataset
     from tgif.pipeline import TGIFFuser, default_weights
@@ -349,7 +375,7 @@ def _tgif_eval_fn(dataset: str, method: str, weights: str | None, fusers: dict):
         raise TgifError(f"unknown method {method!r}; TGIF variants: tgif, {variants}")
     path = str(weights or default_weights(dataset_task(resolve_dataset(dataset)) or "ivf"))
     if path not in fusers:
-        fusers[path] = TGIFFuser(path)
+        fusers[path] = TGIFFuser(path, tile=tile)
     return tgif_fuse_fn(dataset, fusers[path], variant)
 
 
@@ -378,12 +404,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     for method in methods:
         if not method.startswith("tgif"):
             get_baseline(method)  # fail before any work on a typo
+    if args.tile is not None:
+        from tgif.pipeline import FusionTile
+
+        FusionTile.parse(args.tile)  # likewise
     names = resolve_metric_names(args.names)
     fusers: dict = {}
     for dataset in datasets:
         results = []
         for method in methods:
-            fuse_fn = _tgif_eval_fn(dataset, method, args.weights, fusers) if method.startswith("tgif") else None
+            fuse_fn = (_tgif_eval_fn(dataset, method, args.weights, fusers, args.tile) if method.startswith("tgif")
+                       else None)
             results.append(evaluate(dataset, method, fuse_fn=fuse_fn, metrics=names, out_dir=args.out,
                                     limit=args.limit, progress=not args.no_progress))
         if not is_main():  # under torchrun rank 0 reports
@@ -553,6 +584,38 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     print(f"  {'laplacian':<12}" + "".join(f"{rows[0]['ref_' + m]:8.3f}" for m in PAPER_METRICS))
     best = choose(rows)
     print(f"chosen: grad_weight {best['grad_weight']:g}, ssim_weight {best['ssim_weight']:g} ({out / 'sweep.csv'})")
+    return 0
+
+
+def _cmd_sweep_tiles(args: argparse.Namespace) -> int:
+    """``tgif sweep-tiles``: a checkpoint scored whole and in each tile size; the table and the choice printed."""
+    from tgif.metrics import PAPER_METRICS
+    from tgif.model import update_extra
+    from tgif.pipeline import FUSION_TILE_KEY, FusionTile, default_weights
+    from tgif.train.data import PackDataset
+    from tgif.train.sweep import FIDELITY_TOLERANCE, choose, run_tile_sweep
+
+    weights = Path(args.weights or default_weights(args.task))
+    tiles = [None] + [FusionTile.parse(spec) for spec in _split(args.tiles)]
+    pack = _require_pack(args.pack or f"runs/packs/{args.task}.pt", args.task)
+    dataset = PackDataset(pack, "val")
+    if len(dataset) == 0:
+        raise TgifError(f"pack {pack} holds no held-out pairs to score tiles on (tgif pack --val-count)")
+    out = Path(args.out or f"runs/tiles_{args.task}.csv")
+    rows = run_tile_sweep(weights, dataset, tiles, out, progress=not args.no_progress)
+    print(f"{weights.name} fused whole and in tiles, on the {len(dataset)} held-out pairs of {pack} (wins over the "
+          f"Laplacian pyramid; fidelity = VIF and Qabf within {FIDELITY_TOLERANCE:.0%} of it):")
+    print(f"  {'tile':<10}" + "".join(f"{m:>8}" for m in PAPER_METRICS) + "  wins  margin  fidelity")
+    for row in rows:
+        print(f"  {row['tile']:<10}" + "".join(f"{row[m]:8.3f}" for m in PAPER_METRICS) +
+              f"  {row['wins']:>4}  {row['margin']:+.4f}  {'yes' if row['fidelity_kept'] else 'no':>8}")
+    print(f"  {'laplacian':<10}" + "".join(f"{rows[0]['ref_' + m]:8.3f}" for m in PAPER_METRICS))
+    best = choose(rows)
+    print(f"chosen: {best['tile']} ({out})")
+    if args.apply:
+        chosen = [best["size"], best["overlap"]] if best["size"] else None
+        update_extra(weights, **{FUSION_TILE_KEY: chosen})
+        print(f"{weights}: {FUSION_TILE_KEY} = {chosen if chosen else 'removed (whole images)'}")
     return 0
 
 
@@ -737,7 +800,8 @@ def _cmd_results(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"fuse": _cmd_fuse, "metrics": _cmd_metrics, "eval": _cmd_eval, "caption": _cmd_caption,
-            "pack": _cmd_pack, "train": _cmd_train, "sweep": _cmd_sweep, "steer": _cmd_steer, "export": _cmd_export,
+            "pack": _cmd_pack, "train": _cmd_train, "sweep": _cmd_sweep, "sweep-tiles": _cmd_sweep_tiles,
+            "steer": _cmd_steer, "export": _cmd_export,
             "datasets": _cmd_datasets,
             "bench": _cmd_bench, "results": _cmd_results}
 

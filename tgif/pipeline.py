@@ -2,8 +2,9 @@
 
 :class:`TGIFFuser` loads a trained checkpoint once (with the text encoder it was trained with) and
 holds the perceiver and captioner that draft captions. :meth:`TGIFFuser.encode_pair` runs the
-text-free stage (the sources' features, per tile above ``max_model_pixels``: overlapping tiles
-blended with linear ramps, so memory stays bounded), :meth:`TGIFFuser.guide_pair` the text-guided
+text-free stage (the sources' features, per tile: in the checkpoint's fusion tiles when it names them, see
+:class:`FusionTile`, and above ``max_model_pixels`` in 512x512 tiles so that memory stays bounded; overlapping
+tiles are blended with linear ramps), :meth:`TGIFFuser.guide_pair` the text-guided
 trunk under one caption pair, and :meth:`TGIFFuser.decode_pair` the grounding head and decoder under
 one caption pair (over a trunk computed for it, or for the drafted captions). The spine of the
 pipeline is :class:`tgif.session.PairSession`, which keeps every stage's result for one pair;
@@ -41,6 +42,59 @@ TASK_WEIGHTS = {"ivf": "tgif_ivf", "mif": "tgif_ivf", "mef": "tgif_mef", "mff": 
 DEFAULT_MAX_MODEL_PIXELS = 1280 * 1024
 TILE = 512
 OVERLAP = 64
+#: The checkpoint metadata entry (``extra``) that names the tiles a model fuses in, ``[tile, overlap]``.
+FUSION_TILE_KEY = "fusion_tile"
+
+
+@dataclass(frozen=True)
+class FusionTile:
+    """Square tiles a model fuses in: ``size`` pixels a side, neighbours overlapping by ``overlap`` pixels.
+
+    The network's attention is global over whatever it is given (channel attention over all pixels, the text
+    tokens over all image tokens), and a model trained on small crops can fuse a large image better in tiles
+    near its training extent; a checkpoint names the tiles chosen for it on held-out pairs
+    (``tgif sweep-tiles``). An image no larger than ``size`` on either side is fused whole.
+    """
+
+    size: int
+    overlap: int
+
+    def __post_init__(self) -> None:
+        if self.size < 16 or not 0 <= self.overlap <= self.size // 2:
+            raise TgifError(f"fusion tile {self.size}/{self.overlap}: the size must be at least 16 pixels and the "
+                            "overlap between 0 and half the size")
+
+    @classmethod
+    def parse(cls, spec: str) -> FusionTile | None:
+        """``"SIZE/OVERLAP"`` (e.g. ``"320/32"``) -> a tile; ``"0"`` or ``"whole"`` -> None (whole images).
+
+        Raises:
+            TgifError: anything else, or a size or overlap out of range.
+        """
+        text = spec.strip().lower()
+        if text in ("0", "whole"):
+            return None
+        size, slash, overlap = text.partition("/")
+        if not slash or not size.isdigit() or not overlap.isdigit():
+            raise TgifError(f"fusion tile {spec!r}: write SIZE/OVERLAP in pixels (e.g. 320/32), or 0 for whole images")
+        return cls(int(size), int(overlap))
+
+    def __str__(self) -> str:
+        return f"{self.size}/{self.overlap}"
+
+
+def checkpoint_tile(extra: dict) -> FusionTile | None:
+    """The fusion tile a checkpoint's ``extra`` metadata names (``[size, overlap]``), or None.
+
+    Raises:
+        TgifError: the entry is there but is not two integers in range.
+    """
+    entry = extra.get(FUSION_TILE_KEY)
+    if entry is None:
+        return None
+    if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(v, int) for v in entry)):
+        raise TgifError(f"checkpoint metadata {FUSION_TILE_KEY}={entry!r}: expected [size, overlap] in pixels")
+    return FusionTile(*entry)
 
 
 def default_weights(task: str) -> Path:
@@ -93,11 +147,12 @@ class FusionResult:
 @dataclass
 class EncodedPair:
     """Stage 1 of the network for one pair: each tile's top-left corner, (height, width) and source features
-    (one tile covering the whole pair below ``max_model_pixels``)."""
+    (one tile covering the whole pair when it is not tiled), and how far neighbouring tiles overlap."""
 
     shape: tuple[int, int]
     tiles: list[tuple[int, int, tuple[int, int], SourceFeatures]]
     notes: list[str]
+    overlap: int = 0
 
 
 def join_captions(parts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,13 +186,18 @@ class TGIFFuser:
         device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
         captioner: captioner name or object for drafting captions (``"auto"``: GPT with a key, else template).
         perceiver: detector + segmenter for the maps (default: YOLO + classic segmentation, cached).
-        max_model_pixels: larger images are fused in tiles.
+        max_model_pixels: larger images are fused in 512x512 tiles (when the fusion tile is not smaller).
         text_encoder: the encoder to use instead of the one the checkpoint names (its ``name`` must match).
+        tile: the tiles to fuse in, a :class:`FusionTile` or its ``"SIZE/OVERLAP"`` text, ``"0"`` for whole
+            images; None: the checkpoint's (:func:`checkpoint_tile`), whole images when it names none.
+
+    Raises:
+        TgifError: the weights file is missing, or the tile is malformed.
     """
 
     def __init__(self, weights: str | os.PathLike, device: str = "auto", captioner: str | Captioner = "auto",
                  perceiver: Perceiver | None = None, max_model_pixels: int = DEFAULT_MAX_MODEL_PIXELS,
-                 text_encoder: TextEncoder | None = None) -> None:
+                 text_encoder: TextEncoder | None = None, tile: FusionTile | str | None = None) -> None:
         path = Path(weights)
         if not path.exists():
             raise TgifError(f"TGIF weights {path} not found (train them with `tgif train`, or pick a baseline method)")
@@ -151,6 +211,8 @@ class TGIFFuser:
         self._captioner = captioner
         self._perceiver = perceiver
         self.max_model_pixels = max_model_pixels
+        self.tile: FusionTile | None = (checkpoint_tile(self.metadata.extra) if tile is None else
+                                        FusionTile.parse(tile) if isinstance(tile, str) else tile)
 
     @property
     def uses_text(self) -> bool:
@@ -201,23 +263,28 @@ class TGIFFuser:
     @torch.inference_mode()
     def encode_pair(self, y_a: np.ndarray, y_b: np.ndarray) -> EncodedPair:
         """Stage 1 of the network on two (H, W) luminance planes in [0, 1]: the sources' features, per tile when
-        the planes are larger than ``max_model_pixels`` (text-free, so reusable for every caption)."""
+        a side is larger than the fusion tile (:attr:`tile`) or the planes are larger than ``max_model_pixels``
+        (text-free, so reusable for every caption)."""
         h, w = y_a.shape
-        if h * w <= self.max_model_pixels:
-            starts = [(0, 0)]
-            notes: list[str] = []
-        else:
-            starts = [(y0, x0) for y0 in _starts(h, TILE, OVERLAP) for x0 in _starts(w, TILE, OVERLAP)]
-            notes = [f"{w}x{h} fused in {TILE}x{TILE} tiles with {OVERLAP}-pixel overlaps to bound memory"]
+        notes: list[str] = []
+        if self.tile is not None and max(h, w) > self.tile.size:
+            size, overlap = self.tile.size, self.tile.overlap
+            logger.info("%dx%d fused in the checkpoint's %dx%d tiles (%d-pixel overlaps)", w, h, size, size, overlap)
+        elif h * w > self.max_model_pixels:
+            size, overlap = TILE, OVERLAP
+            notes.append(f"{w}x{h} fused in {TILE}x{TILE} tiles with {OVERLAP}-pixel overlaps to bound memory")
             logger.info(notes[-1])
+        else:
+            size, overlap = max(h, w), 0
+        starts = [(y0, x0) for y0 in _starts(h, size, overlap) for x0 in _starts(w, size, overlap)]
         tiles = []
         for y0, x0 in starts:
-            window = (slice(y0, y0 + TILE), slice(x0, x0 + TILE))
+            window = (slice(y0, y0 + size), slice(x0, x0 + size))
             a, b = (y_a, y_b) if len(starts) == 1 else (y_a[window], y_b[window])
             ta = torch.from_numpy(np.ascontiguousarray(a))[None, None].to(self.device)
             tb = torch.from_numpy(np.ascontiguousarray(b))[None, None].to(self.device)
             tiles.append((y0, x0, a.shape, self.model.encode_sources(ta, tb)))
-        return EncodedPair((h, w), tiles, notes)
+        return EncodedPair((h, w), tiles, notes, overlap)
 
     @property
     def steers_late(self) -> bool:
@@ -256,8 +323,8 @@ class TGIFFuser:
         xs = sorted({x0 for _, x0, _ in planes})
         for y0, x0, tile in planes:
             th, tw = tile.shape
-            weight = np.outer(_ramp(th, min(OVERLAP, th), y0 == ys[0], y0 == ys[-1]),
-                              _ramp(tw, min(OVERLAP, tw), x0 == xs[0], x0 == xs[-1]))
+            weight = np.outer(_ramp(th, min(encoded.overlap, th), y0 == ys[0], y0 == ys[-1]),
+                              _ramp(tw, min(encoded.overlap, tw), x0 == xs[0], x0 == xs[-1]))
             out[y0:y0 + th, x0:x0 + tw] += tile * weight
             total[y0:y0 + th, x0:x0 + tw] += weight
         return np.clip(out / np.maximum(total, 1e-6), 0.0, 1.0)

@@ -418,7 +418,8 @@ def build_results(settings: ResultsSettings | None = None,
         (out / "bench_pipeline.json").write_text(json.dumps(speed, indent=1))
 
     markdown = _render(settings, sections, ablation_md, sensitivity_md, speed_md, throughput, qualitative, curves,
-                       figures, docs, time.perf_counter() - started, steering_md, sweep_section())
+                       figures, docs, time.perf_counter() - started, steering_md, sweep_section(),
+                       tile_sweep_section())
     path = docs / "RESULTS.md"
     if is_main():
         docs.mkdir(parents=True, exist_ok=True)
@@ -553,9 +554,44 @@ def sweep_section() -> str:
     return "\n".join([intro, "", *parts])
 
 
+def tile_sweep_section() -> str:
+    """The committed tile sweeps (``weights/logs/tiles_<task>.csv``, ``tgif sweep-tiles``) as markdown tables,
+    the chosen tile (the one the checkpoint names) in bold; empty when none is committed."""
+    from tgif.train.sweep import FIDELITY_TOLERANCE, choose
+
+    parts = []
+    for path in sorted((WEIGHTS_DIR / "logs").glob("tiles_*.csv")):
+        with path.open() as handle:
+            rows = [{k: v if k == "tile" else float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        if not rows:
+            continue
+        best = choose(rows)["tile"]
+        task = path.stem.split("_", 1)[1]
+        lines = [f"**tgif_{task}** (`weights/logs/{path.name}`):", "",
+                 "| tile / overlap | " + " | ".join(PAPER_METRICS) + " | wins | margin | fidelity |",
+                 "|---|" + "---:|" * len(PAPER_METRICS) + "---:|---:|:---:|"]
+        for row in rows:
+            bold = "**" if row["tile"] == best else ""
+            cells = " | ".join(f"{row[m]:.3f}" for m in PAPER_METRICS)
+            lines.append(f"| {bold}{row['tile']}{bold} | {cells} | {row['wins']:.0f} | {row['margin']:+.4f} | "
+                         f"{'yes' if row['fidelity_kept'] else 'no'} |")
+        lines.append("| *Laplacian pyramid* | " + " | ".join(f"*{rows[0]['ref_' + m]:.3f}*" for m in PAPER_METRICS)
+                     + " | | | |")
+        parts += [*lines, ""]
+    if not parts:
+        return ""
+    intro = ("A trained checkpoint fused whole and in square tiles of each size (`tgif sweep-tiles`; neighbours "
+             "overlap by the second number of pixels and are blended with linear ramps), scored on the held-out "
+             "training pairs at the resolution they are fused at, against the Laplacian pyramid on the same pairs. "
+             f"Same rule as the loss weights (fidelity within {FIDELITY_TOLERANCE:.0%}, then wins, then margin); "
+             "the chosen tile, in bold, is the one the checkpoint names and `tgif fuse`, `tgif eval` and the app "
+             "fuse in (`--tile 0`: whole images).")
+    return "\n".join([intro, "", *parts])
+
+
 def _render(settings: ResultsSettings, sections: list[str], ablation_md: str, sensitivity_md: str, speed_md: str,
             throughput: dict[str, float], qualitative: list[Path], curves: list[Path], figures: Path, docs: Path,
-            seconds: float, steering_md: str = "", sweep_md: str = "") -> str:
+            seconds: float, steering_md: str = "", sweep_md: str = "", tile_md: str = "") -> str:
     rel = lambda p: os.path.relpath(p, docs)  # noqa: E731
     limit = f" **Only the first {settings.limit} pairs of each dataset were used.**" if settings.limit else ""
     parts = [
@@ -584,6 +620,8 @@ def _render(settings: ResultsSettings, sections: list[str], ablation_md: str, se
         parts += ["## Steering: a caption that names an object", "", steering_md, ""]
     if sweep_md:
         parts += ["## Loss weights for MEF and MFF", "", sweep_md, ""]
+    if tile_md:
+        parts += ["## Fusion tiles", "", tile_md, ""]
     if sensitivity_md:
         parts += ["## Caption sensitivity", "",
                   "The main IVF model on msrs_test with different captions for the same pairs. "

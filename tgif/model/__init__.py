@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tgif.model.checkpoint import CheckpointMetadata, load_tgif, read_metadata, save_tgif
+from tgif.model.checkpoint import CheckpointMetadata, load_tgif, read_metadata, save_tgif, update_extra
 from tgif.model.restormer import GDFN, MDTA, LayerNorm2d, TransformerBlock
 from tgif.model.source_attention import ChannelCrossAttention, CrossSourceBlock
 from tgif.model.text_attention import TextAdapter, TextGuidance, TextGuidedBlock
@@ -50,4 +50,5 @@ __all__ = [
     "load_tgif",
     "read_metadata",
     "save_tgif",
+    "update_extra",
 ]

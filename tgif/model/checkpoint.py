@@ -97,6 +97,32 @@ def save_tgif(
         "dtype": "float16" if half else "float32",
         "extra": json.dumps(dict(extra or {})),
     }
+    _write_atomically(path, tensors, metadata)
+    return path
+
+
+def update_extra(path: str | os.PathLike[str], **entries: Any) -> CheckpointMetadata:
+    """Set (or, given None, remove) entries of a checkpoint's ``extra`` metadata, in place and atomically.
+
+    The weights are written back as they are stored (same dtype, same bytes); only the metadata changes.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or not a TGIF checkpoint.
+        TypeError: an entry is not JSON-serialisable.
+    """
+    path = Path(path)
+    with _open(path) as handle:
+        raw = dict(handle.metadata() or {})
+        metadata = _parse_metadata(raw, path)
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    extra = {**metadata.extra, **entries}
+    raw["extra"] = json.dumps({key: value for key, value in extra.items() if value is not None})
+    _write_atomically(path, tensors, raw)
+    return _parse_metadata(raw, path)
+
+
+def _write_atomically(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write a safetensors file through a temporary file in the same folder, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(descriptor)
@@ -106,7 +132,6 @@ def save_tgif(
         os.replace(temporary, path)
     finally:
         Path(temporary).unlink(missing_ok=True)
-    return path
 
 
 def read_metadata(path: str | os.PathLike[str]) -> CheckpointMetadata:

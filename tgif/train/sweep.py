@@ -13,7 +13,8 @@ interrupted sweep resumes where it stopped.
 
 The same rule picks a checkpoint within one run (:func:`select_checkpoint`, ``select: true`` in a training
 config): the weights of each validation are kept, and the one the rule prefers on the held-out pairs is the
-run's result, which need not be the last.
+run's result, which need not be the last; and it picks the tiles a trained model fuses in
+(:func:`run_tile_sweep`, ``tgif sweep-tiles``), scored on held-out pairs at the resolution they are fused at.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from tgif.baselines.laplacian import base_rule_for_task, laplacian_luma
 from tgif.errors import TgifError
 from tgif.metrics import PAPER_METRICS, compute_metrics
 from tgif.metrics.registry import is_better
 from tgif.model import load_tgif
+from tgif.pipeline import FusionTile, TGIFFuser
 from tgif.train.data import PackDataset
 from tgif.train.loop import TrainSettings, append_csv, train, validate
 
@@ -153,4 +156,37 @@ def run_sweep(base: TrainSettings, grad_weights: list[float], ssim_weights: list
                    **scored(scores, reference, digits=4)}
             append_csv(table, row)
             rows.append(row)
+    return rows
+
+
+def run_tile_sweep(weights: str | os.PathLike, dataset: PackDataset, tiles: list[FusionTile | None],
+                   table: str | os.PathLike | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Score a checkpoint fused in each of ``tiles`` (None: whole images) on ``dataset``'s pairs.
+
+    The pairs are fused as ``tgif fuse`` and ``tgif eval`` fuse them (:class:`~tgif.pipeline.TGIFFuser`, tiles
+    blended with linear ramps) under the pack's caption tokens, and scored as :func:`validate` scores them,
+    against the Laplacian pyramid on the same pairs. Each row: ``tile`` (``"whole"`` or ``SIZE/OVERLAP``),
+    ``size``, ``overlap`` (0 and 0 for whole images), the six metrics, the pyramid's, ``wins``, ``margin`` and
+    ``fidelity_kept``; written to ``table`` (CSV, replaced) when given.
+    """
+    fuser = TGIFFuser(weights, device="cpu", captioner="template", tile="0")
+    reference = reference_scores(dataset)
+    items = [dataset[index] for index in range(len(dataset))]
+    rows = []
+    for tile in tqdm(tiles, desc="tiles", unit="setting", disable=not progress):
+        fuser.tile = tile
+        metrics = []
+        for item in items:
+            y_a, y_b = item["y_a"][0].numpy(), item["y_b"][0].numpy()
+            text = (item["text"][None], item["text_mask"][None]) if fuser.uses_text else (None, None)
+            fused, _ = fuser.fuse_luminance(y_a, y_b, *text)
+            metrics.append(compute_metrics(*(np.round(p * 255.0) for p in (fused, y_a, y_b))))
+        scores = {name: float(np.mean([row[name] for row in metrics])) for name in PAPER_METRICS}
+        rows.append({"tile": str(tile) if tile else "whole", "size": tile.size if tile else 0,
+                     "overlap": tile.overlap if tile else 0, **scored(scores, reference)})
+    if table is not None:
+        Path(table).parent.mkdir(parents=True, exist_ok=True)
+        Path(table).unlink(missing_ok=True)
+        for row in rows:
+            append_csv(Path(table), {**row, **{k: round(v, 6) for k, v in row.items() if isinstance(v, float)}})
     return rows
