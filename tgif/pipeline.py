@@ -269,7 +269,9 @@ class TGIFFuser:
         notes: list[str] = []
         if self.tile is not None and max(h, w) > self.tile.size:
             size, overlap = self.tile.size, self.tile.overlap
-            logger.info("%dx%d fused in the checkpoint's %dx%d tiles (%d-pixel overlaps)", w, h, size, size, overlap)
+            notes.append(f"{w}x{h} fused in {size}x{size} tiles with {overlap}-pixel overlaps, the tiles this "
+                         "checkpoint was tuned for")
+            logger.info(notes[-1])
         elif h * w > self.max_model_pixels:
             size, overlap = TILE, OVERLAP
             notes.append(f"{w}x{h} fused in {TILE}x{TILE} tiles with {OVERLAP}-pixel overlaps to bound memory")
