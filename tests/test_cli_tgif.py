@@ -169,3 +169,17 @@ def test_bench_session_times_an_edit_without_the_encoders_or_the_trunk() -> None
     row = rows["96x64"]
     assert set(row) == {"fresh_pair", "caption_edit", "ratio"}
     assert row["caption_edit"] > 0 and 0 < row["ratio"] < 10  # speed: the bench
+
+
+@pytest.mark.skipif(not COMMITTED_IVF.exists(), reason="no committed IVF weights")
+def test_bench_tiles_times_the_checkpoints_tiles_against_whole_images(capsys) -> None:
+    from tgif.bench import bench_tiles
+    from tgif.errors import TgifError
+
+    row = bench_tiles(str(COMMITTED_IVF), "32/8", repeat=2, sizes=((96, 64),))["96x64"]
+    assert set(row) == {"whole", "tiled", "tiles", "ratio"}
+    assert row["tiles"] == 3 * 4 and row["tiled"] > 0 and 0 < row["ratio"] < 50  # rows 0, 24, 32; columns 0-64
+    with pytest.raises(TgifError, match="names no fusion tile"):
+        bench_tiles(str(COMMITTED_IVF), sizes=((96, 64),))
+    assert main(["bench", "tiles", "--weights", str(COMMITTED_IVF)]) == 2
+    assert "pass --tile SIZE/OVERLAP" in capsys.readouterr().err

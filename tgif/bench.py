@@ -391,6 +391,50 @@ def bench_session(weights: str | None = None, repeat: int = 15,
     return results
 
 
+def bench_tiles(weights: str | None = None, tile: str | None = None, repeat: int = 15,
+                sizes: tuple[tuple[int, int], ...] = FUSE_SIZES) -> dict[str, dict[str, float]]:
+    """What fusing in tiles costs against fusing whole, per size, in one process (CPU, model warm).
+
+    ``weights``: the checkpoint (default: the MEF model, which names a tile); ``tile``: ``SIZE/OVERLAP`` to time
+    instead of the checkpoint's. Each of ``repeat`` rounds fuses the pair both ways (:meth:`TGIFFuser.
+    fuse_luminance` under one caption pair, the order alternating), and ``ratio`` is the median over rounds of the
+    tiled time over the whole one. Returns per size ``whole``, ``tiled`` (median seconds), ``tiles`` and ``ratio``.
+
+    Raises:
+        TgifError: the checkpoint names no tile and none is given.
+    """
+    from tgif.errors import TgifError
+    from tgif.io.color import luminance
+    from tgif.pipeline import FusionTile, TGIFFuser, default_weights
+
+    path = weights or str(default_weights("mef"))
+    fuser = TGIFFuser(path, device="cpu", captioner="template")
+    tiled = FusionTile.parse(tile) if tile is not None else fuser.tile
+    if tiled is None:
+        raise TgifError(f"{Path(path).name} names no fusion tile; pass --tile SIZE/OVERLAP to time one")
+    text, mask = fuser.encode("An under-exposed image of a room with a bright window on the left.",
+                              "An over-exposed image of the same room; the window is white.")
+    results: dict[str, dict[str, float]] = {}
+    for width, height in sizes:
+        y_b = luminance(_bench_image(width, height).astype(np.float32) / 255).astype(np.float32)
+        y_a = y_b * 0.3
+        times: dict[FusionTile | None, list[float]] = {None: [], tiled: []}
+        for setting in times:  # warm-up
+            fuser.tile = setting
+            tiles = len(fuser.encode_pair(y_a, y_b).tiles)
+            fuser.fuse_luminance(y_a, y_b, text, mask)
+        for index in range(repeat):
+            for setting in (None, tiled) if index % 2 == 0 else (tiled, None):
+                fuser.tile = setting
+                start = time.perf_counter()
+                fuser.fuse_luminance(y_a, y_b, text, mask)
+                times[setting].append(time.perf_counter() - start)
+        results[f"{width}x{height}"] = {"whole": statistics.median(times[None]),
+                                       "tiled": statistics.median(times[tiled]), "tiles": tiles,
+                                       "ratio": paired_ratio(times[tiled], times[None])}
+    return results
+
+
 def _step_seconds(log: Path, warmup: int) -> list[float]:
     """Per-step seconds of a run's ``log.csv`` (differences of its cumulative ``seconds``), after ``warmup``."""
     import csv

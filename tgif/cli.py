@@ -230,11 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("datasets", help="list the datasets found in the shared data folder")
 
     bench = sub.add_parser("bench", help="print timings")
-    bench.add_argument("target", choices=["metrics", "perception", "fuse", "pipeline", "session", "train"],
+    bench.add_argument("target", choices=["metrics", "perception", "fuse", "pipeline", "session", "tiles", "train"],
                        help="what to time")
     bench.add_argument("--weights", default=None,
                        help="fuse: TGIF checkpoint(s), comma list: each timed in turn, ratios to the first "
                             "(default: random weights, same cost)")
+    bench.add_argument("--tile", default=None,
+                       help="tiles: SIZE/OVERLAP to time against whole images (default: the checkpoint's)")
     bench.add_argument("--size", default="640x480", help="WIDTHxHEIGHT (default: 640x480)")
     bench.add_argument("--repeat", type=int, default=5, help="runs per measurement; the median is printed")
     bench.add_argument("--task", default="mef", choices=["ivf", "mef", "mff"], help="train: the pack's task")
@@ -758,6 +760,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"  {'size':>10}  {'fresh pair':>12}  {'caption edit':>12}  ratio")
         for size, row in bench_session(args.weights, repeat=rounds).items():
             print(f"  {size:>10}  {row['fresh_pair'] * 1000:9.1f} ms  {row['caption_edit'] * 1000:9.1f} ms  "
+                  f"{row['ratio']:5.2f}")
+        return 0
+    if args.target == "tiles":
+        from tgif.bench import bench_tiles
+
+        rounds = 3 * args.repeat
+        print(f"fusion in tiles vs whole (TGIFFuser, network and blending; medians of {rounds} rounds, each fusing "
+              "the pair both ways; ratio: median of the rounds' tiled/whole; warm model, CPU):")
+        print(f"  {'size':>10}  {'whole':>10}  {'tiled':>10}  tiles  ratio")
+        for size, row in bench_tiles(args.weights, args.tile, repeat=rounds).items():
+            print(f"  {size:>10}  {row['whole'] * 1000:7.1f} ms  {row['tiled'] * 1000:7.1f} ms  {row['tiles']:>5}  "
                   f"{row['ratio']:5.2f}")
         return 0
     if args.target == "pipeline":
