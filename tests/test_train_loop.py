@@ -240,6 +240,8 @@ def test_a_checkpoint_names_the_tiles_it_fuses_in(run, rng, tmp_path) -> None:
                        .fuse_luminance(y_a, y_b, text, mask)[0], whole, atol=1e-6)
     small = (slice(0, 30), slice(0, 32))
     assert np.allclose(fuser.fuse_luminance(y_a[small], y_b[small], text, mask)[0], forward(small), atol=1e-6)
+    fuser.max_model_pixels = 20 * 20  # smaller than a fusion tile: memory tiles instead
+    assert "to bound memory" in fuser.fuse_luminance(y_a, y_b, text, mask)[1][0]
     assert update_extra(tiled_path, fusion_tile=None).extra == before
     assert TGIFFuser(tiled_path, device="cpu", text_encoder=FakeEncoder()).tile is None
 

@@ -421,8 +421,8 @@ def bench_tiles(weights: str | None = None, tile: str | None = None, repeat: int
         times: dict[FusionTile | None, list[float]] = {None: [], tiled: []}
         for setting in times:  # warm-up
             fuser.tile = setting
-            tiles = len(fuser.encode_pair(y_a, y_b).tiles)
             fuser.fuse_luminance(y_a, y_b, text, mask)
+        tiles = len(fuser.encode_pair(y_a, y_b).tiles)  # fuser.tile is the tiled setting here
         for index in range(repeat):
             for setting in (None, tiled) if index % 2 == 0 else (tiled, None):
                 fuser.tile = setting

@@ -264,17 +264,20 @@ class TGIFFuser:
     def encode_pair(self, y_a: np.ndarray, y_b: np.ndarray) -> EncodedPair:
         """Stage 1 of the network on two (H, W) luminance planes in [0, 1]: the sources' features, per tile when
         a side is larger than the fusion tile (:attr:`tile`) or the planes are larger than ``max_model_pixels``
-        (text-free, so reusable for every caption)."""
+        (then in 512x512 tiles, unless the fusion tile bounds memory too); text-free, so reusable for every
+        caption."""
         h, w = y_a.shape
         notes: list[str] = []
-        if self.tile is not None and max(h, w) > self.tile.size:
+        needs_memory_tiles = h * w > self.max_model_pixels and (self.tile is None or
+                                                                self.tile.size ** 2 > self.max_model_pixels)
+        if needs_memory_tiles:
+            size, overlap = TILE, OVERLAP
+            notes.append(f"{w}x{h} fused in {TILE}x{TILE} tiles with {OVERLAP}-pixel overlaps to bound memory")
+            logger.info(notes[-1])
+        elif self.tile is not None and max(h, w) > self.tile.size:
             size, overlap = self.tile.size, self.tile.overlap
             notes.append(f"{w}x{h} fused in {size}x{size} tiles with {overlap}-pixel overlaps, the tiles this "
                          "checkpoint was tuned for")
-            logger.info(notes[-1])
-        elif h * w > self.max_model_pixels:
-            size, overlap = TILE, OVERLAP
-            notes.append(f"{w}x{h} fused in {TILE}x{TILE} tiles with {OVERLAP}-pixel overlaps to bound memory")
             logger.info(notes[-1])
         else:
             size, overlap = max(h, w), 0
