@@ -33,7 +33,8 @@ def _run(args: list[str], tmp: Path, nproc: int | None) -> subprocess.CompletedP
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
                 "--standalone", "-m", "tgif"] if nproc else [sys.executable, "-m", "tgif"]
     proc = subprocess.run(launcher + args, capture_output=True, text=True, env=env, cwd=tmp, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    # a rank's own error comes first in the stream, torchrun's summary of it last
+    assert proc.returncode == 0, proc.stderr if len(proc.stderr) < 6000 else proc.stderr[:4000] + proc.stderr[-2000:]
     return proc
 
 
