@@ -559,11 +559,23 @@ def _require_pack(path: str | Path, task: str) -> Path:
     return Path(path)
 
 
+def _print_choice_table(title: str, rows: list[dict], label: str, width: int, margin_digits: int) -> None:
+    """Print a sweep's rows (``label`` column, the six metrics, wins, margin, fidelity) and the pyramid's scores."""
+    from tgif.metrics import PAPER_METRICS
+    from tgif.train.sweep import FIDELITY_TOLERANCE
+
+    print(f"{title} (wins over the Laplacian pyramid; fidelity = VIF and Qabf within {FIDELITY_TOLERANCE:.0%} of it):")
+    print(f"  {label:<{width}}" + "".join(f"{m:>8}" for m in PAPER_METRICS) + "  wins  margin  fidelity")
+    for row in rows:
+        print(f"  {row[label]:<{width}}" + "".join(f"{row[m]:8.3f}" for m in PAPER_METRICS) +
+              f"  {row['wins']:>4}  {row['margin']:+.{margin_digits}f}  {'yes' if row['fidelity_kept'] else 'no':>8}")
+    print(f"  {'laplacian':<{width}}" + "".join(f"{rows[0]['ref_' + m]:8.3f}" for m in PAPER_METRICS))
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     """``tgif sweep``: one short run per loss-weight pair, the table and the chosen pair printed."""
-    from tgif.metrics import PAPER_METRICS
     from tgif.train.loop import TrainSettings
-    from tgif.train.sweep import FIDELITY_TOLERANCE, choose, run_sweep
+    from tgif.train.sweep import choose, run_sweep
 
     values: dict = _load_settings_file(args.config or f"configs/{args.task}.yaml")
     out = Path(args.out or f"runs/sweep_{args.task}")
@@ -577,13 +589,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise TgifError(f"sweep settings: {exc}") from exc
     rows = run_sweep(base, grads, ssims, out, progress=not args.no_progress)
-    print(f"{args.task} loss-weight sweep, {args.steps} steps each, scored on the held-out training pairs "
-          f"(wins over the Laplacian pyramid; fidelity = VIF and Qabf within {FIDELITY_TOLERANCE:.0%} of it):")
-    print(f"  {'setting':<12}" + "".join(f"{m:>8}" for m in PAPER_METRICS) + "  wins  margin  fidelity")
-    for row in rows:
-        print(f"  {row['setting']:<12}" + "".join(f"{row[m]:8.3f}" for m in PAPER_METRICS) +
-              f"  {row['wins']:>4}  {row['margin']:+.3f}  {'yes' if row['fidelity_kept'] else 'no':>8}")
-    print(f"  {'laplacian':<12}" + "".join(f"{rows[0]['ref_' + m]:8.3f}" for m in PAPER_METRICS))
+    _print_choice_table(f"{args.task} loss-weight sweep, {args.steps} steps each, scored on the held-out training "
+                        "pairs", rows, "setting", 12, 3)
     best = choose(rows)
     print(f"chosen: grad_weight {best['grad_weight']:g}, ssim_weight {best['ssim_weight']:g} ({out / 'sweep.csv'})")
     return 0
@@ -591,11 +598,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_sweep_tiles(args: argparse.Namespace) -> int:
     """``tgif sweep-tiles``: a checkpoint scored whole and in each tile size; the table and the choice printed."""
-    from tgif.metrics import PAPER_METRICS
     from tgif.model import update_extra
     from tgif.pipeline import FUSION_TILE_KEY, FusionTile, default_weights
     from tgif.train.data import PackDataset
-    from tgif.train.sweep import FIDELITY_TOLERANCE, choose, run_tile_sweep
+    from tgif.train.sweep import choose, run_tile_sweep
 
     weights = Path(args.weights or default_weights(args.task))
     tiles = [None] + [FusionTile.parse(spec) for spec in _split(args.tiles)]
@@ -605,13 +611,8 @@ def _cmd_sweep_tiles(args: argparse.Namespace) -> int:
         raise TgifError(f"pack {pack} holds no held-out pairs to score tiles on (tgif pack --val-count)")
     out = Path(args.out or f"runs/tiles_{args.task}.csv")
     rows = run_tile_sweep(weights, dataset, tiles, out, progress=not args.no_progress)
-    print(f"{weights.name} fused whole and in tiles, on the {len(dataset)} held-out pairs of {pack} (wins over the "
-          f"Laplacian pyramid; fidelity = VIF and Qabf within {FIDELITY_TOLERANCE:.0%} of it):")
-    print(f"  {'tile':<10}" + "".join(f"{m:>8}" for m in PAPER_METRICS) + "  wins  margin  fidelity")
-    for row in rows:
-        print(f"  {row['tile']:<10}" + "".join(f"{row[m]:8.3f}" for m in PAPER_METRICS) +
-              f"  {row['wins']:>4}  {row['margin']:+.4f}  {'yes' if row['fidelity_kept'] else 'no':>8}")
-    print(f"  {'laplacian':<10}" + "".join(f"{rows[0]['ref_' + m]:8.3f}" for m in PAPER_METRICS))
+    _print_choice_table(f"{weights.name} fused whole and in tiles, on the {len(dataset)} held-out pairs of {pack}",
+                        rows, "tile", 10, 4)
     best = choose(rows)
     print(f"chosen: {best['tile']} ({out})")
     if args.apply:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -522,6 +523,25 @@ SWEEPS = (("sweep_mef_val12", "MEF", "from tgif_ivf_base, 12 held-out pairs"),
           ("sweep_mff", "MFF", "from tgif_ivf_base, the first pack's 4 held-out pairs"))
 
 
+def _choice_table(rows: list[dict[str, Any]], best: Any, key: str,
+                  labels: dict[str, tuple[Callable[[dict[str, Any]], str], str]], margin_digits: int) -> list[str]:
+    """A choice's rows as a markdown table: the label columns (header -> (cell of a row, alignment)), the six
+    metrics, wins, margin and fidelity, the labels of the row whose ``key`` is ``best`` in bold, and the
+    Laplacian pyramid's scores as the last row."""
+    lines = ["| " + " | ".join(labels) + " | " + " | ".join(PAPER_METRICS) + " | wins | margin | fidelity |",
+             "|" + "".join(f"{align}|" for _, align in labels.values()) + "---:|" * len(PAPER_METRICS)
+             + "---:|---:|:---:|"]
+    for row in rows:
+        bold = "**" if row[key] == best else ""
+        cells = " | ".join(f"{bold}{cell(row)}{bold}" for cell, _ in labels.values())
+        metrics = " | ".join(f"{row[m]:.3f}" for m in PAPER_METRICS)
+        lines.append(f"| {cells} | {metrics} | {int(row['wins'])} | {row['margin']:+.{margin_digits}f} | "
+                     f"{'yes' if row['fidelity_kept'] else 'no'} |")
+    lines.append("| *Laplacian pyramid* |" + " |" * (len(labels) - 1) + " "
+                 + " | ".join(f"*{rows[0]['ref_' + m]:.3f}*" for m in PAPER_METRICS) + " | | | |")
+    return lines
+
+
 def sweep_section() -> str:
     """The committed loss-weight sweeps as markdown tables (held-out training pairs, Laplacian pyramid beside,
     the chosen setting in bold); empty when none is committed."""
@@ -534,16 +554,10 @@ def sweep_section() -> str:
             continue
         rows = read_sweep(path)
         best = choose(rows)["setting"]
-        lines = [f"**{task}**, {rows[0]['steps']} steps per setting {start} (`weights/logs/{stem}.csv`):", "",
-                 "| gradient weight | SSIM weight | " + " | ".join(PAPER_METRICS) + " | wins | margin | fidelity |",
-                 "|---:|---:|" + "---:|" * len(PAPER_METRICS) + "---:|---:|:---:|"]
-        for row in rows:
-            bold = "**" if row["setting"] == best else ""
-            cells = " | ".join(f"{row[m]:.3f}" for m in PAPER_METRICS)
-            lines.append(f"| {bold}{row['grad_weight']:g}{bold} | {bold}{row['ssim_weight']:g}{bold} | {cells} | "
-                         f"{row['wins']} | {row['margin']:+.3f} | {'yes' if row['fidelity_kept'] else 'no'} |")
-        lines.append("| *Laplacian pyramid* | | " + " | ".join(f"*{rows[0]['ref_' + m]:.3f}*" for m in PAPER_METRICS)
-                     + " | | | |")
+        title = f"**{task}**, {rows[0]['steps']} steps per setting {start} (`weights/logs/{stem}.csv`):"
+        lines = [title, "", *_choice_table(rows, best, "setting", {
+            "gradient weight": (lambda row: f"{row['grad_weight']:g}", "---:"),
+            "SSIM weight": (lambda row: f"{row['ssim_weight']:g}", "---:")}, margin_digits=3)]
         parts += [*lines, ""]
     if not parts:
         return ""
@@ -568,15 +582,8 @@ def tile_sweep_section() -> str:
         best = choose(rows)["tile"]
         task = path.stem.split("_", 1)[1]
         lines = [f"**tgif_{task}** (`weights/logs/{path.name}`):", "",
-                 "| tile / overlap | " + " | ".join(PAPER_METRICS) + " | wins | margin | fidelity |",
-                 "|---|" + "---:|" * len(PAPER_METRICS) + "---:|---:|:---:|"]
-        for row in rows:
-            bold = "**" if row["tile"] == best else ""
-            cells = " | ".join(f"{row[m]:.3f}" for m in PAPER_METRICS)
-            lines.append(f"| {bold}{row['tile']}{bold} | {cells} | {row['wins']:.0f} | {row['margin']:+.4f} | "
-                         f"{'yes' if row['fidelity_kept'] else 'no'} |")
-        lines.append("| *Laplacian pyramid* | " + " | ".join(f"*{rows[0]['ref_' + m]:.3f}*" for m in PAPER_METRICS)
-                     + " | | | |")
+                 *_choice_table(rows, best, "tile", {"tile / overlap": (lambda row: row["tile"], "---")},
+                                margin_digits=4)]
         parts += [*lines, ""]
     if not parts:
         return ""
