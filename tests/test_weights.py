@@ -87,17 +87,13 @@ def test_the_committed_config_is_the_run_that_made_the_checkpoint(stem: str, con
 
 @pytest.mark.parametrize("path", WEIGHTS, ids=lambda p: p.stem)
 def test_a_checkpoints_fusion_tile_is_the_choice_of_its_committed_tile_sweep(path: Path) -> None:
-    import csv
-
     from tgif.pipeline import FusionTile, checkpoint_tile
-    from tgif.train.sweep import choose
+    from tgif.train.sweep import choose, read_tile_sweep
 
     table = ROOT / "weights" / "logs" / f"tiles_{path.stem.split('_', 1)[1]}.csv"
     tile = checkpoint_tile(read_metadata(path).extra)
     if not table.is_file():  # never swept: fused whole (up to the memory tiles)
         assert tile is None
         return
-    with table.open() as handle:
-        rows = list(csv.DictReader(handle))
-    best = choose([{**row, "fidelity_kept": int(row["fidelity_kept"]), "wins": int(row["wins"])} for row in rows])
-    assert tile == (FusionTile(int(best["size"]), int(best["overlap"])) if int(best["size"]) else None)
+    best = choose(read_tile_sweep(table))
+    assert tile == (FusionTile(best["size"], best["overlap"]) if best["size"] else None)

@@ -82,8 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="caption of SRC1 (with --caption2; default: drafted from the maps)")
     fuse.add_argument("--caption2", default=None, help="caption of SRC2")
     fuse.add_argument("--no-text", action="store_true", help="TGIF without text guidance")
-    fuse.add_argument("--tile", default=None,
-                      help=TILE_HELP)
+    fuse.add_argument("--tile", default=None, help=TILE_HELP)
     fuse.add_argument("--captioner", default="auto", choices=["auto", "template", "gpt"], help="who drafts captions")
     fuse.add_argument("--metrics", action="store_true",
                       help="also print the six metrics of the saved result (tgif: beside the best classic baseline's)")
@@ -109,8 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                          " tgif[none] for the caption-sensitivity variants)")
     ev.add_argument("--weights", default=None,
                     help="TGIF checkpoint (default: weights/tgif_<dataset task>.safetensors)")
-    ev.add_argument("--tile", default=None,
-                    help=TILE_HELP)
+    ev.add_argument("--tile", default=None, help=TILE_HELP)
     ev.add_argument("--metrics", dest="names", default=None, help="metric names or 'all' (default: the paper's six)")
     ev.add_argument("--out", default="results", help="output folder for fused PNGs and CSVs (default: results)")
     ev.add_argument("--limit", type=int, default=None, help="only the first N pairs of each dataset")

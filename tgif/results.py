@@ -571,12 +571,11 @@ def sweep_section() -> str:
 def tile_sweep_section() -> str:
     """The committed tile sweeps (``weights/logs/tiles_<task>.csv``, ``tgif sweep-tiles``) as markdown tables,
     the chosen tile (the one the checkpoint names) in bold; empty when none is committed."""
-    from tgif.train.sweep import FIDELITY_TOLERANCE, choose
+    from tgif.train.sweep import FIDELITY_TOLERANCE, choose, read_tile_sweep
 
     parts = []
     for path in sorted((WEIGHTS_DIR / "logs").glob("tiles_*.csv")):
-        with path.open() as handle:
-            rows = [{k: v if k == "tile" else float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        rows = read_tile_sweep(path)
         if not rows:
             continue
         best = choose(rows)["tile"]

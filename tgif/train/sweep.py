@@ -126,6 +126,14 @@ def read_sweep(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [{k: v if k == "setting" else int(v) if k in ints else float(v) for k, v in row.items()} for row in rows]
 
 
+def read_tile_sweep(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a tile sweep's CSV (:func:`run_tile_sweep`), numbers parsed."""
+    with Path(path).open() as handle:
+        rows = list(csv.DictReader(handle))
+    ints = {"size", "overlap", "wins", "fidelity_kept"}
+    return [{k: v if k == "tile" else int(v) if k in ints else float(v) for k, v in row.items()} for row in rows]
+
+
 def run_sweep(base: TrainSettings, grad_weights: list[float], ssim_weights: list[float], out_dir: str | os.PathLike,
               progress: bool = True) -> list[dict[str, Any]]:
     """Train ``base`` once per (gradient, SSIM) weight pair into ``<out>/g<grad>_s<ssim>``, score each, return rows.
