@@ -150,11 +150,14 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
             slider_with = gr.Radio(SLIDER_CHOICES, value="source 2", label="Slider compares the result with",
                                    elem_id="slider_with")
             fuse = gr.Button("Fuse", variant="primary", elem_id="fuse_btn", scale=0, min_width=160)
-        gr.Examples(
+        examples = gr.Examples(
             examples=[[t, str(ASSETS / a), str(ASSETS / b)] for t, a, b in EXAMPLES],
             inputs=[task, sources[0]["image"], sources[1]["image"]],
             label="Examples: click one to load it (bundled, CC0 / public domain; see assets/README.md)",
         )
+        # the table lists every task's pairs: the uploads' labels name the first task's modalities (infrared,
+        # visible), which would head the exposure and focus rows too
+        examples.dataset.headers = ["Task", "Source 1", "Source 2"]
         summary = gr.Markdown(elem_id="summary")
 
         with gr.Row():

@@ -109,6 +109,16 @@ def test_task_choices_name_both_sources():
         parse_task("xyz")
 
 
+def test_examples_table_heads_its_columns_for_every_task(hub):
+    """The examples hold IVF, MIF, MEF and MFF pairs: the table's headers must not name IVF's modalities."""
+    demo = build_demo(hub.config, hub)
+    datasets = [block for block in demo.config["components"] if block["type"] == "dataset"]
+    assert len(datasets) == 1
+    assert datasets[0]["props"]["headers"] == ["Task", "Source 1", "Source 2"]
+    tasks = {sample[0] for sample in datasets[0]["props"]["samples"]}
+    assert {"ivf", "mif-ct", "mef", "mff"} <= tasks
+
+
 def test_missing_weights_offer_baselines_with_a_notice(app_env, monkeypatch):
     monkeypatch.setenv("TGIF_WEIGHTS_DIR", str(app_env / "no-weights"))
     hub = ModelHub(AppConfig(output_dir=app_env / "out2", captioner="template", device="cpu"))
