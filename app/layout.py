@@ -55,6 +55,11 @@ DRAFT_QUEUE = "drafting"
 SLIDER_CHOICES = ["source 1", "source 2"]
 #: ``gr.Blocks(delete_cache=...)``: (how often, how old) in seconds.
 GRADIO_CACHE_CLEANUP = (1800, 3600)
+#: The page's CSS (``demo.launch(css=CSS)``): a refusal said on the Resize option (gr.validate) is by default an
+#: overlay that hides the very option it asks the user to tick; it is shown above the option instead.
+CSS = ("#resize > [data-testid='status-tracker'] { position: relative !important; height: auto !important; "
+       "overflow: visible !important; }\n"
+       "#resize > [data-testid='status-tracker'] .validation-error { position: static !important; }")
 
 
 class SourceUpload(gr.Image):

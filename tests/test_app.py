@@ -34,7 +34,7 @@ from app.callbacks import (  # noqa: E402
     user_errors,
 )
 from app.config import AppConfig  # noqa: E402
-from app.layout import _methods, build_demo  # noqa: E402
+from app.layout import CSS, _methods, build_demo  # noqa: E402
 from app.models import ModelHub  # noqa: E402
 from tgif.baselines import fuse as baseline_fuse  # noqa: E402
 from tgif.errors import TgifError  # noqa: E402
@@ -373,7 +373,7 @@ def test_text_effect_map_shows_what_a_caption_edit_changed(hub):
 @pytest.fixture(scope="module")
 def server(app_env, hub):
     demo = build_demo(hub.config, hub)
-    _, url, _ = demo.queue().launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    _, url, _ = demo.queue().launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, css=CSS)
     yield url
     demo.close()
 
@@ -463,7 +463,7 @@ def test_a_hanging_caption_server_delays_neither_its_user_much_nor_anyone_elses_
     monkeypatch.setenv("TGIF_GPT_TIMEOUT", "3")
     config = AppConfig(output_dir=app_env / "out-hang", captioner="gpt", device="cpu")
     demo = build_demo(config, ModelHub(config))
-    _, url, _ = demo.queue().launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    _, url, _ = demo.queue().launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, css=CSS)
     try:
         other = Client(url, verbose=False)
         args = (handle_file(str(IR)), handle_file(str(VI)), "ivf", "a person", "a street", True, "TGIF", False,

@@ -27,7 +27,7 @@ if not Path(CHROMIUM).exists() and not shutil.which(CHROMIUM):
 playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
 
 from app.config import AppConfig  # noqa: E402
-from app.layout import build_demo  # noqa: E402
+from app.layout import CSS, build_demo  # noqa: E402
 from tgif.perception.detection import default_detector_weights  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def app_url(tmp_path_factory):
         if not Path(default_detector_weights()).exists():
             mp.setenv("TGIF_YOLO_WEIGHTS", "yolo11n.yaml")
         demo = build_demo(AppConfig(output_dir=tmp / "out", captioner="template", device="cpu"))
-        _, url, _ = demo.queue().launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+        _, url, _ = demo.queue().launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, css=CSS)
         yield url
         demo.close()
 
@@ -209,6 +209,15 @@ def test_first_visit_and_failed_uploads_in_chromium(app_url, tmp_path):
         expect(page.locator("#resize").get_by_text("The sources differ in size", exact=False)).to_be_visible()
         expect(button).to_have_text("Fuse")
         page.screenshot(path=str(out_dir / "app_sizes_differ.jpg"), full_page=False, type="jpeg", quality=85)
+        # the message asks the user to tick Resize: it stands above the option instead of covering it
+        said = page.locator("#resize .validation-error").bounding_box()
+        option = page.locator("#resize label").bounding_box()
+        assert said is not None and option is not None and said["y"] + said["height"] <= option["y"] + 1, (said, option)
+        tick = page.locator("#resize input[type=checkbox]")
+        tick.click()
+        expect(tick).to_be_checked()
+        tick.click()
+        expect(tick).not_to_be_checked()
 
         # Fuse clicked right after an upload, while source 2 is still analysed: the refusal outlives the analysis
         # (a message on source 2 itself was cleared when that analysis ended)
