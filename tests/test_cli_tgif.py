@@ -149,6 +149,23 @@ def test_bench_fuse_prints_the_paired_ratio(monkeypatch, capsys) -> None:
     assert "1.00x the first" in out and "1.20x the first" in out and "1.30x" not in out
 
 
+def test_bench_train_prints_the_rounds_spread_of_each_ratio(monkeypatch, capsys, tmp_path) -> None:
+    import tgif.bench
+
+    pack = tmp_path / "mef.pt"
+    pack.write_bytes(b"")
+    rows = {"rev abc": {"seconds_per_step": 0.2, "steps_per_second": 5.0, "ratio": 1.0, "ratio_low": 1.0,
+                        "ratio_high": 1.0},
+            "1 process": {"seconds_per_step": 0.15, "steps_per_second": 6.67, "ratio": 1.31, "ratio_low": 1.14,
+                          "ratio_high": 1.52}}
+    monkeypatch.setattr(tgif.bench, "bench_train", lambda *args, **kwargs: rows)
+    assert main(["bench", "train", "--task", "mef", "--pack", str(pack), "--against", "abc", "--repeat", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "1.31x  (rounds 1.14-1.52x)" in out and "1.00x  (rounds 1.00-1.00x)" in out
+    assert main(["bench", "train", "--task", "mef", "--pack", str(pack), "--repeat", "1"]) == 0
+    assert "rounds" not in capsys.readouterr().out.split("\n", 1)[1]  # one round has no spread
+
+
 def test_paired_ratio_is_the_median_of_each_rounds_ratio_not_a_ratio_of_medians() -> None:
     # the machine slows down in round 3: per round the edit is 0.3, 0.3, 0.3 of its fresh pair
     edit, fresh = [0.03, 0.06, 0.3], [0.1, 0.2, 1.0]

@@ -180,12 +180,13 @@ def test_retained_memory_is_reused_without_page_faults() -> None:
 def test_bench_train_times_a_git_revisions_loop_beside_this_one(ivf_pack) -> None:  # noqa: F811
     from tgif.bench import bench_train
 
-    rows = bench_train(ivf_pack, "ivf", procs=(1,), steps=8, warmup=2, rounds=1, crop=32, against="HEAD")
+    rows = bench_train(ivf_pack, "ivf", procs=(1,), steps=8, warmup=2, rounds=2, crop=32, against="HEAD")
     assert list(rows) == ["rev HEAD", "1 process"]
-    assert rows["rev HEAD"]["ratio"] == 1.0
+    assert rows["rev HEAD"]["ratio"] == rows["rev HEAD"]["ratio_low"] == rows["rev HEAD"]["ratio_high"] == 1.0
     for row in rows.values():
         assert 0 < row["seconds_per_step"] < 10
         assert row["steps_per_second"] == pytest.approx(1 / row["seconds_per_step"])
+        assert row["ratio_low"] <= row["ratio"] <= row["ratio_high"]  # two rounds: the ratio is their mean
     with pytest.raises(TgifError, match="--against no-such-revision: cannot read that revision"):
         bench_train(ivf_pack, "ivf", procs=(1,), steps=8, warmup=2, rounds=1, crop=32, against="no-such-revision")
 

@@ -715,8 +715,9 @@ def _bench_train(args: argparse.Namespace) -> int:
           "setting's median step over this one's):")
     rows = bench_train(pack, args.task, procs=procs, rounds=args.repeat, against=args.against, **shape)
     for label, row in rows.items():
+        spread = f"  (rounds {row['ratio_low']:.2f}-{row['ratio_high']:.2f}x)" if args.repeat > 1 else ""
         print(f"  {label:<14} {row['seconds_per_step'] * 1000:7.1f} ms/step  {row['steps_per_second']:6.2f} steps/s  "
-              f"{row['ratio']:5.2f}x")
+              f"{row['ratio']:5.2f}x{spread}")
     if args.against:
         print(f"  (rev {args.against}: that revision's own training loop, 1 process)")
     return 0
