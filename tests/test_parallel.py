@@ -62,3 +62,20 @@ def test_torchrun_eval_and_captioning_match_one_process(tmp_path):
     assert sorted((r["modality_folder"], r["id"]) for r in records) == sorted(
         (m, f"p{k}") for m in ("ir", "vi") for k in range(5))
     assert not list(tmp_path.glob("caps.jsonl.part*"))
+
+
+def test_cli_leaves_the_process_group_after_success_and_after_an_error(tmp_path, monkeypatch):
+    """A Gloo group left to the interpreter's exit can abort a rank; the CLI closes it on every path."""
+    import torch.distributed as dist
+
+    from tgif.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    data = _dataset(tmp_path, pairs=1)
+    ok = ["eval", "--dataset", str(data), "--method", "laplacian", "--out", "out", "--no-progress"]
+    missing = ["eval", "--dataset", str(tmp_path / "missing"), "--method", "laplacian", "--no-progress"]
+    for argv, status in ((ok, 0), (missing, 2)):
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / f'store{status}'}", rank=0, world_size=1)
+        assert main(argv) == status
+        assert not dist.is_initialized()
+    parallel.close()  # and again: nothing to close

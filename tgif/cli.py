@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from tgif import __version__
+from tgif import __version__, parallel
 from tgif.captions.base import CAPTION_MODES
 from tgif.errors import TgifError
 from tgif.tasks import TASK_NAMES
@@ -825,7 +825,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="tgif: %(message)s")
     try:
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        parallel.close()
+        return status
     except TgifError as exc:
         if args.debug:
             traceback.print_exc()
@@ -843,3 +845,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc).splitlines()[0] if str(exc) else ""
         print(f"tgif: error: {type(exc).__name__}: {message} (run with --debug for details)", file=sys.stderr)
         return EXIT_UNEXPECTED
+    finally:
+        parallel.close(wait=False)  # after an error: the others may never reach a barrier

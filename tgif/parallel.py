@@ -111,3 +111,20 @@ def barrier() -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def close(wait: bool = True) -> None:
+    """Leave the process group, if this process started one (no-op otherwise, and when called again).
+
+    A Gloo group left to the interpreter's exit can abort a process ("terminate called without an active
+    exception") when its threads are torn down. With ``wait`` every process first waits for the others, so
+    that none closes its connections while another is still in a collective; after an error pass
+    ``wait=False``, as the others may never reach the barrier.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait:
+        dist.barrier()
+    dist.destroy_process_group()
