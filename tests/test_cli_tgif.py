@@ -163,6 +163,7 @@ def test_bench_train_prints_the_rounds_spread_of_each_ratio(monkeypatch, capsys,
     out = capsys.readouterr().out
     assert "1.31x  (rounds 1.14-1.52x)" in out and "1.00x  (rounds 1.00-1.00x)" in out
     assert "median step of 3 interleaved rounds of runs" in out
+    assert f"crops, {tgif.bench.cpu_description()}, " in out.split("\n", 1)[0]  # the header names the machine
     assert main(["bench", "train", "--task", "mef", "--pack", str(pack), "--repeat", "1"]) == 0
     header, rest = capsys.readouterr().out.split("\n", 1)
     assert "median step of one round of runs" in header and "rounds" not in rest  # one round has no spread
@@ -202,3 +203,16 @@ def test_bench_tiles_times_the_checkpoints_tiles_against_whole_images(capsys) ->
         bench_tiles(str(COMMITTED_IVF), sizes=((96, 64),))
     assert main(["bench", "tiles", "--weights", str(COMMITTED_IVF)]) == 2
     assert "pass --tile SIZE/OVERLAP" in capsys.readouterr().err
+
+
+def test_cpu_description_names_the_model_and_torchs_kernels(tmp_path) -> None:
+    import torch
+
+    from tgif.bench import cpu_description
+
+    kernels = torch.backends.cpu.get_cpu_capability()
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD   EPYC 7B13\nflags\t\t: fpu avx2\n\n"
+                    "processor\t: 1\nmodel name\t: AMD EPYC 7B13\n")
+    assert cpu_description(info) == f"AMD EPYC 7B13, {kernels} kernels"
+    assert cpu_description(tmp_path / "missing") == f"CPU, {kernels} kernels"  # not Linux: no /proc/cpuinfo

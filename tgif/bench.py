@@ -16,6 +16,27 @@ if TYPE_CHECKING:
     from tgif.model import TGIFNet
 
 
+def cpu_description(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU a benchmark ran on, e.g. ``"AMD EPYC, AVX2 kernels"``: the model name ``cpuinfo`` gives (Linux; "CPU"
+    elsewhere) and the widest vector kernels torch uses on it (:func:`torch.backends.cpu.get_cpu_capability`).
+
+    Timings of one command differ by 1.5x between machines whose torch kernels are AVX2 or AVX-512, so a printed
+    benchmark names which it was.
+    """
+    import torch
+
+    name = "CPU"
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                name = " ".join(value.split())
+                break
+    except OSError:
+        pass
+    return f"{name}, {torch.backends.cpu.get_cpu_capability()} kernels"
+
+
 def synthetic_gray_pair(width: int = 640, height: int = 480,
                         seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A deterministic (fused, a, b) triple of grey levels with smooth structure, edges and noise."""

@@ -704,14 +704,14 @@ def _bench_train(args: argparse.Namespace) -> int:
     """``tgif bench train``: training steps/s of one process against ``--procs`` CPU processes."""
     import torch
 
-    from tgif.bench import bench_train
+    from tgif.bench import bench_train, cpu_description
 
     pack = _require_pack(args.pack or f"runs/packs/{args.task}.pt", args.task)
     procs = tuple(int(v) for v in _split(args.procs))
     shape = {"batch_size": 2, "crop": 128, "steps": 40, "warmup": 5}  # the paper's batch and crop
     rounds = "one round" if args.repeat == 1 else f"{args.repeat} interleaved rounds"
     print(f"{args.task} training steps on {pack} (batch {shape['batch_size']}, {shape['crop']}x{shape['crop']} "
-          f"crops, {torch.get_num_threads()} threads; median step of {rounds} of runs of "
+          f"crops, {cpu_description()}, {torch.get_num_threads()} threads; median step of {rounds} of runs of "
           f"{shape['steps']} steps after {shape['warmup']} warm-up steps; ratio: median over rounds of the first "
           "setting's median step over this one's):")
     rows = bench_train(pack, args.task, procs=procs, rounds=args.repeat, against=args.against, **shape)
