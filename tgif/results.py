@@ -13,7 +13,6 @@ import csv
 import json
 import logging
 import os
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -431,8 +430,10 @@ def build_results(settings: ResultsSettings | None = None,
 def _device_line() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    line = f"CPU: {cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    from tgif.bench import cpu_description
+
+    line = (f"CPU: {cpu_description()}, {os.cpu_count()} cores, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads)")
     if torch.cuda.is_available():
         line += f"; GPU: {torch.cuda.get_device_name(0)}"
     else:
