@@ -208,6 +208,9 @@ class HashEncoder:
     def token_count(self, caption: str) -> int:
         return len(caption.split())
 
+    def sentence_ends(self, caption: str) -> list[bool]:
+        return [w.endswith((".", "!", "?")) for w in caption.lower().split()] or [False]
+
 
 def _two_square_pair(size: int = 32) -> Frame:
     """One synthetic pair: a person on the left (hot in infrared) and a car on the right (bright in visible)."""

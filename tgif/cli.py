@@ -206,9 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
                                       "there only?")
     st.add_argument("--weights", default=None,
                     help="TGIF checkpoint(s), comma list (default: weights/tgif_ivf.safetensors)")
-    st.add_argument("--dataset", default="msrs_test", help="IVF dataset name or folder (default: msrs_test)")
+    st.add_argument("--selectivity", action="store_true",
+                    help="name one object of several in turn and measure the named and the other objects' boxes "
+                         "(datasets: msrs_test,roadscene_test; phrasings and words: assets/steering)")
+    st.add_argument("--dataset", default=None,
+                    help="IVF dataset name or folder (default: msrs_test; with --selectivity a comma list, default "
+                         "msrs_test,roadscene_test)")
     st.add_argument("--phrasings", default=None,
                     help="file of phrasings, one per line with {label} and {position} (default: the held-out set)")
+    st.add_argument("--words", default=None,
+                    help="with --selectivity: file of 'name = other, words' a user might say (default: "
+                         "assets/steering/words.txt)")
     st.add_argument("--captions", default=None, help="caption JSONL of the dataset (default: assets/captions/data)")
     st.add_argument("--caption-mode", default="full", choices=CAPTION_MODES,
                     help="draft the captions as this ablation mode would (default: full)")
@@ -519,6 +527,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     values: dict = _load_settings_file(args.config) if args.config else {}
     if values.get("objective") == "steer":
         return _train_steering(args, values)
+    if values.get("objective") == "ground":
+        return _train_grounding(args, values)
     known = {f.name for f in fields(TrainSettings)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -640,14 +650,37 @@ def _train_steering(args: argparse.Namespace, values: dict) -> int:
     return 0
 
 
+def _train_grounding(args: argparse.Namespace, values: dict) -> int:
+    """``tgif train --config configs/ivf_ground.yaml``: a region-grounding head over a checkpoint's frozen trunk."""
+    from tgif.train.grounding import load_ground_settings, train_grounding
+
+    flags = {"out_dir": args.out, "steps": args.steps, "batch_size": args.batch_size, "crop": args.crop,
+             "lr": args.lr, "seed": args.seed}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    values["task"] = args.task
+    values.setdefault("out_dir", f"runs/{args.task}_ground")
+    try:
+        settings = load_ground_settings(values)
+    except (TypeError, ValueError) as exc:
+        raise TgifError(f"{args.config}: {exc}") from None
+    if not Path(settings.init).is_file():
+        raise TgifError(f"{args.config}: the checkpoint whose trunk is kept, {settings.init}, was not found")
+    checkpoint = train_grounding(settings, progress=not args.no_progress)
+    print(f"checkpoint: {checkpoint}")
+    return 0
+
+
 def _cmd_steer(args: argparse.Namespace) -> int:
     from tgif.captions.steering import HELD_OUT_TEMPLATES, read_phrasings
     from tgif.pipeline import default_weights
     from tgif.steering import format_report, run_steer_benchmark, write_csv
 
+    if args.selectivity:
+        return _steer_selectivity(args)
     phrasings = read_phrasings(args.phrasings) if args.phrasings else HELD_OUT_TEMPLATES
     for weights in _split(args.weights) if args.weights else [str(default_weights("ivf"))]:
-        report = run_steer_benchmark(weights, args.dataset, phrasings, limit=args.limit, captions_file=args.captions,
+        report = run_steer_benchmark(weights, args.dataset or "msrs_test", phrasings, limit=args.limit,
+                                     captions_file=args.captions,
                                      progress=not args.no_progress, caption_mode=args.caption_mode)
         if args.json:
             print(json.dumps(report.to_json(), indent=2))
@@ -658,6 +691,31 @@ def _cmd_steer(args: argparse.Namespace) -> int:
             csv_path = Path(args.csv)
             written = write_csv(report, csv_path.with_name(f"{csv_path.stem}_{Path(weights).stem}{csv_path.suffix}"))
             print(f"wrote {written}")
+    return 0
+
+
+def _steer_selectivity(args: argparse.Namespace) -> int:
+    """``tgif steer --selectivity``: name one object of several in turn; do the others stay put?"""
+    from tgif.captions.steering import read_phrasings, read_words
+    from tgif.pipeline import default_weights
+    from tgif.steering import format_selectivity, run_selectivity, write_selectivity_csv
+
+    phrasings = read_phrasings(args.phrasings) if args.phrasings else None
+    words = read_words(args.words) if args.words else None
+    datasets = _split(args.dataset) if args.dataset else ["msrs_test", "roadscene_test"]
+    for weights in _split(args.weights) if args.weights else [str(default_weights("ivf"))]:
+        report = run_selectivity(weights, datasets, phrasings, words, limit=args.limit,
+                                 progress=not args.no_progress)
+        if args.json:
+            print(json.dumps({"rows": report.rows, "controls": report.controls, "medians": report.medians(),
+                              "same_class": report.medians(True)}, indent=2))
+        else:
+            print(format_selectivity(report, per_case=not args.medians_only))
+            print()
+        if args.csv:
+            csv_path = Path(args.csv)
+            path = csv_path.with_name(f"{csv_path.stem}_{Path(weights).stem}{csv_path.suffix}")
+            print(f"wrote {write_selectivity_csv(report, path)}")
     return 0
 
 

@@ -32,6 +32,7 @@ from tgif.tasks import TaskSpec
 from tgif.text import TextEncoder, build_text_encoder
 
 if TYPE_CHECKING:
+    from tgif.model.region_grounding import LabelTable, Region, RegionTokens
     from tgif.model.tgif_net import GuidedFeatures, SourceFeatures
     from tgif.session import PairSession
 
@@ -131,6 +132,9 @@ class FusionResult:
         reference_captions: the captions of that reference run.
         scene_captions: the captions the network's trunk read (:meth:`tgif.session.PairSession.scene_captions`):
             ``captions`` themselves, or the pair's drafts when ``captions`` edit them; None with text off.
+        pointed: with a region-grounding network and captions that edit the drafts, each detected object's
+            description and box (pixels) with the probability that the captions name it, most likely first
+            (:meth:`tgif.session.PairSession.pointed`); empty otherwise.
     """
 
     image: np.ndarray
@@ -142,6 +146,7 @@ class FusionResult:
     reference_luminance: np.ndarray | None = None
     reference_captions: tuple[str, str] | None = None
     scene_captions: tuple[str, str] | None = None
+    pointed: list[tuple[str, tuple[float, float, float, float], float]] = field(default_factory=list)
 
 
 @dataclass
@@ -213,6 +218,27 @@ class TGIFFuser:
         self.max_model_pixels = max_model_pixels
         self.tile: FusionTile | None = (checkpoint_tile(self.metadata.extra) if tile is None else
                                         FusionTile.parse(tile) if isinstance(tile, str) else tile)
+        self._labels: LabelTable | None = None
+
+    @property
+    def grounds_regions(self) -> bool:
+        """True when the network matches captions to the pair's detected objects (region tokens)."""
+        return bool(self.model.config.use_text and self.model.config.region_grounding)
+
+    def region_tokens(self, regions: list[Region], frame: tuple[int, int]) -> RegionTokens:
+        """The network's region input for one pair's objects (boxes in pixels of a (width, height) frame), the
+        class names encoded once per fuser by the checkpoint's text encoder."""
+        from tgif.model.region_grounding import LabelTable, region_tokens
+
+        if self._labels is None:
+            self._labels = LabelTable(self.text_encoder.encode)
+        return region_tokens([regions], [frame], self._labels).to(self.device)
+
+    @torch.inference_mode()
+    def match_regions(self, text: torch.Tensor, mask: torch.Tensor, regions: RegionTokens) -> list[float]:
+        """The probability that the captions (token features of both, as :meth:`encode`) name each region."""
+        text, mask = self._on_device(text, mask)
+        return [float(p) for p in self.model.region_grounding.match(text.float(), mask, regions)[0]]
 
     @property
     def uses_text(self) -> bool:
@@ -296,7 +322,7 @@ class TGIFFuser:
         """True when the model has a grounding head: a caption edit then steers through the head and decoder
         alone, over the trunk of the pair's drafted captions (:meth:`guide_pair`); without a head, captions reach
         the output only through the trunk, so every caption pair needs its own."""
-        return bool(self.model.config.use_text and self.model.config.grounding)
+        return bool(self.model.config.use_text and (self.model.config.grounding or self.model.config.region_grounding))
 
     @torch.inference_mode()
     def guide_pair(self, encoded: EncodedPair, text: torch.Tensor | None = None,
@@ -308,18 +334,21 @@ class TGIFFuser:
 
     @torch.inference_mode()
     def decode_pair(self, encoded: EncodedPair, text: torch.Tensor | None = None,
-                    mask: torch.Tensor | None = None, guided: list[GuidedFeatures] | None = None) -> np.ndarray:
+                    mask: torch.Tensor | None = None, guided: list[GuidedFeatures] | None = None,
+                    regions: RegionTokens | None = None) -> np.ndarray:
         """Stage 2 under one caption pair's features (``text`` None: the no-text path): the fused (H, W) plane in
         [0, 1], tiles blended with linear ramps.
 
         ``guided``: the trunk's output per tile from :meth:`guide_pair` (None: run the trunk under ``text``); only
-        the grounding head and the decoder then run under ``text``.
+        the grounding head and the decoder then run under ``text``. ``regions``: the pair's objects
+        (:meth:`region_tokens`) for a region-grounding network, boxes in the pair's pixels.
         """
         text, mask = self._on_device(text, mask)
         if guided is None:
             guided = self.guide_pair(encoded, text, mask)
-        planes = [(y0, x0, self.model.ground_and_decode(features, merged, text, mask)[0][0, 0].float().cpu().numpy())
-                  for (y0, x0, _, features), merged in zip(encoded.tiles, guided)]
+        planes = [(y0, x0, self.model.ground_and_decode(
+                       features, merged, text, mask, regions.shifted(x0, y0) if regions is not None else None
+                   )[0][0, 0].float().cpu().numpy()) for (y0, x0, _, features), merged in zip(encoded.tiles, guided)]
         if len(planes) == 1:
             return np.clip(planes[0][2], 0.0, 1.0)
         h, w = encoded.shape

@@ -382,9 +382,10 @@ def build_results(settings: ResultsSettings | None = None,
                           + "|---|" + "---:|" * (len(PAPER_METRICS) + 3) + "\n" + "\n".join(sens_rows))
         _save(distribution_figure(by_dataset["msrs_test"]), figures / "distribution_msrs_test.png")
 
-    steering_md = ""
+    steering_md = selectivity_md = ""
     if "msrs_test" in by_dataset and is_main():
         steering_md = steering_section(figures, settings.limit, settings.progress, log)
+        selectivity_md = selectivity_section(figures, settings.limit, settings.progress, log)
         ablation_md += ablation_steering_section(settings.limit, settings.progress, log)
 
     qualitative = []
@@ -419,7 +420,7 @@ def build_results(settings: ResultsSettings | None = None,
 
     markdown = _render(settings, sections, ablation_md, sensitivity_md, speed_md, throughput, qualitative, curves,
                        figures, docs, time.perf_counter() - started, steering_md, sweep_section(),
-                       tile_sweep_section())
+                       tile_sweep_section(), selectivity_md)
     path = docs / "RESULTS.md"
     if is_main():
         docs.mkdir(parents=True, exist_ok=True)
@@ -441,9 +442,11 @@ def _device_line() -> str:
     return line
 
 
-#: The IVF checkpoints the steering table compares: before (the fusion-only teacher) and after the steering fine-tune.
+#: The IVF checkpoints the steering table compares: the fusion-only teacher, the steering fine-tune with its pixel
+#: grounding head, and the region grounding that replaced that head.
 STEERING_WEIGHTS = (("before: fusion loss only (20k steps)", WEIGHTS_DIR / "tgif_ivf_base.safetensors"),
-                    ("after: steering fine-tune", WEIGHTS_DIR / "tgif_ivf.safetensors"))
+                    ("steering fine-tune, pixel grounding head", WEIGHTS_DIR / "tgif_ivf_steer.safetensors"),
+                    ("region grounding (shipped)", WEIGHTS_DIR / "tgif_ivf.safetensors"))
 
 
 def steering_section(figures: Path, limit: int | None = None, progress: bool = False,
@@ -477,6 +480,55 @@ def steering_section(figures: Path, limit: int | None = None, progress: bool = F
             "The controls append \"The dog <position> is what matters.\" (absent) and \"This is a quiet night "
             "scene.\" (naming nothing): mean |Δ| over the whole frame.\n\n" + table
             + "\n\n![steering](figures/steering_ivf.png)")
+
+
+#: The IVF checkpoints the selectivity table compares: the pixel-level grounding head, then the region grounding.
+SELECTIVITY_WEIGHTS = (("pixel grounding head (previous `tgif_ivf`)", WEIGHTS_DIR / "tgif_ivf_steer.safetensors"),
+                       ("region grounding (`tgif_ivf`)", WEIGHTS_DIR / "tgif_ivf.safetensors"))
+
+
+def selectivity_section(figures: Path, limit: int | None = None, progress: bool = False,
+                        log: Callable[[str], None] = logger.info) -> str:
+    """``tgif steer --selectivity`` on msrs_test and roadscene_test for the checkpoints of
+    :data:`SELECTIVITY_WEIGHTS` that exist, as markdown, and ``figures/selectivity_ivf.png`` (drafted, named A,
+    named B, both boxes drawn, per checkpoint)."""
+    from tgif.steering import run_selectivity, selectivity_cases, selectivity_figure
+
+    present = [(label, path) for label, path in SELECTIVITY_WEIGHTS if path.exists()]
+    if not present:
+        return ""
+    rows = []
+    for label, path in present:
+        log(f"selectivity benchmark: {path.name}")
+        report = run_selectivity(path, limit=limit, progress=progress)
+        for title, subset in (("all", None), ("same class, left vs right", True), ("other class", False)):
+            m = report.medians(subset)
+            rows.append(f"| {label} | {title} | {int(m['cases'])} | {m['delta_named']:.2f} | {m['delta_other']:.2f} | "
+                        f"{m['selectivity']:.1f}x | {100 * m['gain_named']:+.1f}% | {100 * m['gain_other']:+.1f}% | "
+                        f"{m['delta_outside']:.2f} | {100 * m['white_new']:.2f}% | {m['absent']:.2f} | "
+                        f"{m['nothing']:.2f} |")
+        pairs = len(report.controls)
+    table = ("| checkpoint | cases | n | Δ named box | Δ other box | selectivity | named: contrast gain | "
+             "other: contrast change | Δ outside boxes | new white in named box | absent object: Δ | "
+             "naming nothing: Δ |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows))
+    figure = ""
+    for case in selectivity_cases("msrs_test", limit=limit) + selectivity_cases("roadscene_test", limit=limit):
+        same = [(i, j) for i in range(len(case.objects)) for j in case.others(i)
+                if case.objects[i][0] == case.objects[j][0] == "person"]
+        if same:
+            _save(selectivity_figure([path for _, path in present], case, *same[0]), figures / "selectivity_ivf.png")
+            figure = "\n\n![selectivity](figures/selectivity_ivf.png)"
+            break
+    return (f"`tgif steer --selectivity` on the {pairs} pairs of msrs_test and roadscene_test with two or more objects "
+            "a caption can tell apart (another class, or the same class in another column, boxes not overlapping): "
+            "each object named in turn, appended to caption 1 in 3 hand-written phrasings each "
+            "(`assets/steering/phrasings.txt`, with words such as \"sedan\", \"guy\", \"coach\", \"on the "
+            "left-hand side\" from `assets/steering/words.txt`; none used in training). Per case Δ = mean |F_named − "
+            "F_drafted| in the named box and in the other object's box (grey levels), selectivity = their ratio, "
+            "contrast gain = relative change of |mean(box) − mean(ring)|; Δ outside = beyond every object's box "
+            "grown by 50%; new white = share of the named box at ≥ 250 where neither source is. Controls: \"Make "
+            "the tree on the left stand out.\", \"The dog is what matters.\" (absent, the larger) and \"This is "
+            "a quiet night scene.\", mean |Δ| over the frame. Medians.\n\n" + table + figure)
 
 
 def ablation_steering_section(limit: int | None = None, progress: bool = False,
@@ -598,7 +650,8 @@ def tile_sweep_section() -> str:
 
 def _render(settings: ResultsSettings, sections: list[str], ablation_md: str, sensitivity_md: str, speed_md: str,
             throughput: dict[str, float], qualitative: list[Path], curves: list[Path], figures: Path, docs: Path,
-            seconds: float, steering_md: str = "", sweep_md: str = "", tile_md: str = "") -> str:
+            seconds: float, steering_md: str = "", sweep_md: str = "", tile_md: str = "",
+            selectivity_md: str = "") -> str:
     rel = lambda p: os.path.relpath(p, docs)  # noqa: E731
     limit = f" **Only the first {settings.limit} pairs of each dataset were used.**" if settings.limit else ""
     parts = [
@@ -625,6 +678,8 @@ def _render(settings: ResultsSettings, sections: list[str], ablation_md: str, se
                   f"![ablation]({rel(figures / 'ablation.png')})", ""]
     if steering_md:
         parts += ["## Steering: a caption that names an object", "", steering_md, ""]
+    if selectivity_md:
+        parts += ["## Selectivity: naming one object of several", "", selectivity_md, ""]
     if sweep_md:
         parts += ["## Loss weights for MEF and MFF", "", sweep_md, ""]
     if tile_md:

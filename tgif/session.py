@@ -34,6 +34,7 @@ from tgif.io.pair import ImagePair
 from tgif.tasks import TaskSpec, task_spec
 
 if TYPE_CHECKING:
+    from tgif.model.region_grounding import Region, RegionTokens
     from tgif.model.tgif_net import GuidedFeatures
     from tgif.pipeline import EncodedPair, FusionResult, TGIFFuser
 
@@ -68,6 +69,33 @@ def draft_notes(drafts: tuple[CaptionedSource | None, CaptionedSource | None]) -
     return notes
 
 
+def added_text(drafted: tuple[str, str], captions: tuple[str, str]) -> list[str]:
+    """The sentences of ``captions`` that their drafts do not have, in order ("Highlight the car on the left.")."""
+    import re
+
+    added = []
+    for draft, caption in zip(drafted, captions):
+        known = {s.strip() for s in re.split(r"(?<=[.!?])\s+", draft) if s.strip()}
+        added.extend(s.strip() for s in re.split(r"(?<=[.!?])\s+", caption) if s.strip() and s.strip() not in known)
+    return added
+
+
+def pointing_notes(drafted: tuple[str, str], captions: tuple[str, str],
+                   pointed: list[tuple[str, tuple[float, float, float, float], float]]) -> list[str]:
+    """What a run summary says of where edited captions point: the objects matched (probability >= 0.5), or, when
+    the edit names nothing in the pair, that nothing matched it (quoting the added text)."""
+    from tgif.model.region_grounding import MATCH_THRESHOLD
+
+    matched = [f"{name} ({100 * chance:.0f}%)" for name, _, chance in pointed if chance >= MATCH_THRESHOLD]
+    if matched:
+        return [f"The captions point at: {', '.join(matched)}."]
+    added = " ".join(added_text(drafted, captions))
+    if not added:
+        return []
+    quoted = added if len(added) <= 120 else added[:117] + "..."
+    return [f"Nothing in this pair matched '{quoted}', so the fusion is the drafted captions' one."]
+
+
 class PairSession:
     """A loaded pair with every stage's result cached (module docstring).
 
@@ -95,6 +123,8 @@ class PairSession:
         self._planes: OrderedDict[tuple[tuple[str, str] | None, tuple[str, str] | None], np.ndarray] = OrderedDict()
         self._luminances: tuple[np.ndarray, np.ndarray] | None = None
         self._scene: tuple[str, str] | None = None
+        self._regions: list[Region] | None = None
+        self._region_tokens: RegionTokens | None = None
         #: Stage counters (for tests and benchmarks): how often each stage really ran (``guide``: the trunk).
         self.calls = {"perception": 0, "encode_sources": 0, "text": 0, "guide": 0, "decode": 0}
 
@@ -159,6 +189,60 @@ class PairSession:
             if drafts is not None:
                 return drafts[0].caption.text, drafts[1].caption.text  # type: ignore[union-attr]
             return captions
+
+    # ------------------------------------------------------------------------------------------ regions
+
+    def set_regions(self, objects: list[tuple[str, tuple[float, float, float, float]]] | None) -> None:
+        """Name the objects a caption can point at, (label, box in the pair's pixels) each, e.g. a dataset's stored
+        detections (None: back to the drafts' detections, see :meth:`regions`)."""
+        from tgif.model.region_grounding import Region
+
+        with self._lock:
+            self._regions = [Region(label, tuple(float(v) for v in box)) for label, box in objects] \
+                if objects is not None else None
+            self._region_tokens = None
+            self._planes.clear()
+
+    def regions(self) -> list[Region]:
+        """The objects a caption can point at: those given to :meth:`set_regions`, else both drafts' detections
+        (drafting the pair when needed) in the pair's pixels, merged over the sources by class and overlap."""
+        from tgif.model.region_grounding import Region
+        from tgif.train.steer import merge_detections
+
+        with self._lock:
+            if self._regions is None:
+                height, width = self.pair.a.pixels.shape[:2]
+                lists = []
+                for draft in self.drafts():
+                    found = draft.perception.detections
+                    sx, sy = width / max(1, found.image_size[0]), height / max(1, found.image_size[1])
+                    lists.append([{"label": d.label, "score": d.score,
+                                   "box": (d.box[0] * sx, d.box[1] * sy, d.box[2] * sx, d.box[3] * sy)}
+                                  for d in found.items])
+                self._regions = [Region(label, tuple(box)) for label, box in merge_detections(*lists)]  # type: ignore[arg-type]
+            return self._regions
+
+    def region_tokens(self) -> RegionTokens | None:
+        """The network's region input (None for a network that does not ground regions), computed once."""
+        if not self.fuser.grounds_regions:
+            return None
+        with self._lock:
+            if self._region_tokens is None:
+                height, width = self.pair.a.pixels.shape[:2]
+                self._region_tokens = self.fuser.region_tokens(self.regions(), (width, height))
+            return self._region_tokens
+
+    def pointed(self, captions: tuple[str, str]) -> list[tuple[str, tuple[float, float, float, float], float]]:
+        """Where ``captions`` point: each object's description ("person on the left"), its box in the pair's pixels
+        and the probability that the captions name it, most likely first ([] for a network that does not ground
+        regions)."""
+        tokens = self.region_tokens()
+        if tokens is None or not tokens.names[0]:
+            return []
+        text, mask = self.text_features(captions)
+        chances = self.fuser.match_regions(text, mask, tokens)
+        found = [(name, region.box, chance) for name, region, chance in zip(tokens.names[0], self.regions(), chances)]
+        return sorted(found, key=lambda item: -item[2])
 
     # ------------------------------------------------------------------------------------------ network
 
@@ -232,7 +316,9 @@ class PairSession:
             guided = self.guided(scene)
             text, mask = self.text_features(key) if key is not None else (None, None)
             self.calls["decode"] += 1
-            plane = self.fuser.decode_pair(self.encoded(), text, mask, guided=guided)
+            # the scene's own captions describe the pair and point nowhere: only an edit of them is matched to regions
+            regions = self.region_tokens() if key is not None and key != scene else None
+            plane = self.fuser.decode_pair(self.encoded(), text, mask, guided=guided, regions=regions)
             self._planes[(key, scene)] = plane
             while len(self._planes) > CAPTION_CACHE_SIZE:
                 self._planes.popitem(last=False)
@@ -286,9 +372,14 @@ class PairSession:
                 reference = self.decode(reference_captions)
             seconds["network"] = time.perf_counter() - start
             notes.extend(self.encoded().notes)
+            pointed = []
+            if use_text and captions is not None and self.fuser.grounds_regions and scene is not None \
+                    and tuple(captions) != tuple(scene):
+                pointed = self.pointed(captions)
+                notes.extend(pointing_notes(scene, captions, pointed))
         used = captions if use_text and captions is not None else ("", "")
         return FusionResult(self.colorize(plane), plane, used, authors, seconds, notes, reference,
-                            reference_captions if reference is not None else None, scene)
+                            reference_captions if reference is not None else None, scene, pointed)
 
     def fuse_texts(self, captions: list[tuple[str, str]]) -> list[np.ndarray]:
         """The fused (H, W) luminance under each caption pair (the sources encoded once, the trunk once per scene:

@@ -53,13 +53,15 @@ RING_DILATION = 0.5
 
 @dataclass(frozen=True)
 class SteerCase:
-    """One pair and the object its named captions name (box in full-frame pixels, x1 y1 x2 y2)."""
+    """One pair and the object its named captions name (box in full-frame pixels, x1 y1 x2 y2), with every object
+    detected in the pair (label, box) for a network that grounds captions in them."""
 
     pair_id: str
     label: str
     box: tuple[float, float, float, float]
     position: str
     captions: tuple[str, str]
+    objects: tuple[tuple[str, tuple[float, float, float, float]], ...] = ()
 
 
 def grown_box(box: Sequence[float], shape: tuple[int, int],
@@ -149,9 +151,8 @@ def steer_cases(dataset: str | os.PathLike, captions_file: str | os.PathLike | N
             raise DatasetError(f"{file}: no caption record for pair {files.id}")
         if records[keys[0]].get("task", "ivf") != "ivf":
             raise DatasetError(f"the steering benchmark runs on IVF pairs; {folder.name} is {records[keys[0]]['task']}")
-        objects = [(label, box) for label, box in merge_detections(records[keys[0]]["detections"],
-                                                                    records[keys[1]]["detections"])
-                   if label in labels]
+        detected = merge_detections(records[keys[0]]["detections"], records[keys[1]]["detections"])
+        objects = [(label, box) for label, box in detected if label in labels]
         if not objects:
             continue
         label, box = objects[0]
@@ -159,7 +160,8 @@ def steer_cases(dataset: str | os.PathLike, captions_file: str | os.PathLike | N
             width, height = image.size
         cases.append(SteerCase(files.id, label, tuple(box), box_position(box, width, height),
                                (restrict_caption(records[keys[0]]["caption"], caption_mode),
-                                restrict_caption(records[keys[1]]["caption"], caption_mode))))
+                                restrict_caption(records[keys[1]]["caption"], caption_mode)),
+                               tuple((lab, tuple(b)) for lab, b in detected)))
         if limit and len(cases) >= limit:
             break
     return cases
@@ -214,6 +216,7 @@ def run_steer_benchmark(weights: str | os.PathLike, dataset: str = "msrs_test",
     for case in tqdm(cases, desc=f"steer {Path(str(weights)).stem}", unit="pair", disable=not progress):
         session = PairSession(fuser, files_by_id[case.pair_id].load(on_large="downscale"), "ivf")
         session.set_scene(case.captions)  # the drafts, as in the app: an edit steers over their trunk
+        session.set_regions(list(case.objects))  # the objects the drafts were written from
         phrases = [highlight_phrase(case.label, case.position, phrasing) for phrasing in phrasings]
         controls = {"absent": ABSENT_PHRASE.format(position=case.position), "nothing": NOTHING_PHRASE}
         captions = [case.captions] + [(add_phrase(case.captions[0], p), case.captions[1])
@@ -286,6 +289,7 @@ def steering_figure(weights: Sequence[str | os.PathLike], case: SteerCase, datas
     for row, path in enumerate(weights):
         session = PairSession(TGIFFuser(path, device="cpu"), pair, "ivf")
         session.set_scene(case.captions)
+        session.set_regions(list(case.objects))
         outputs = session.fuse_texts([case.captions, (add_phrase(case.captions[0], phrase), case.captions[1])])
         effect = (outputs[1] - outputs[0]) * 255.0
         scale = max(2.0, float(np.percentile(np.abs(effect), 99.9)))
@@ -303,4 +307,286 @@ def steering_figure(weights: Sequence[str | os.PathLike], case: SteerCase, datas
             ax.set_title(title, fontsize=8)
             ax.axis("off")
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.03, hspace=0.12)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- selectivity
+#
+# Naming one object of several: does that object change, and do the others stay put? Per IVF pair with two or
+# more objects a caption can tell apart, each object is named in turn (phrasings and words from hand-written
+# files the training never reads); per case the change inside the named box and inside the *other* object's box.
+
+#: Classes the selectivity benchmark names.
+SELECT_LABELS: tuple[str, ...] = ("person", "car", "truck", "bus", "bicycle", "motorcycle")
+#: Objects named per pair at most (the most confident ones), and phrasings per named object.
+SELECT_OBJECTS = 4
+SELECT_PHRASINGS = 3
+#: Controls: an absent object, and an absent class at a position.
+ABSENT_CONTROLS: tuple[str, ...] = ("Make the tree on the left stand out.", "The dog is what matters.")
+#: Grey level at and above which a pixel counts as burnt to white.
+WHITE_LEVEL = 250
+#: Objects smaller than this on a side (pixels) are not named (their box means are a handful of pixels).
+MIN_SIDE = 6
+
+
+@dataclass(frozen=True)
+class SelectivityCase:
+    """One pair's objects (label, box in pixels, position as the app names it) and its drafted captions."""
+
+    pair_id: str
+    dataset: str
+    objects: tuple[tuple[str, tuple[float, float, float, float], str], ...]
+    captions: tuple[str, str]
+
+    def others(self, index: int) -> list[int]:
+        """The objects a caption naming object ``index`` must leave alone and can be told apart from: another
+        class, or the same class in another column, whose box does not overlap the named one."""
+        label, box, _ = self.objects[index]
+        found = []
+        for j, (other, other_box, _) in enumerate(self.objects):
+            if j == index or _overlap(box, other_box):
+                continue
+            if other != label or _column(box, self) != _column(other_box, self):
+                found.append(j)
+        return found
+
+
+def _overlap(a: Sequence[float], b: Sequence[float]) -> bool:
+    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+
+
+def _column(box: Sequence[float], case: SelectivityCase) -> str:
+    position = next(p for _, b, p in case.objects if tuple(b) == tuple(box))
+    return "left" if "left" in position else "right" if "right" in position else "centre"
+
+
+def selectivity_cases(dataset: str | os.PathLike, captions_file: str | os.PathLike | None = None,
+                      limit: int | None = None) -> list[SelectivityCase]:
+    """The pairs of an IVF dataset with at least two objects of :data:`SELECT_LABELS` that a caption can tell
+    apart (:meth:`SelectivityCase.others`); detections and drafts from the dataset's caption file as in
+    :func:`steer_cases`.
+
+    Raises:
+        DatasetError: the dataset or its caption file is missing.
+    """
+    from PIL import Image
+
+    from tgif.captions.dataset import read_caption_records
+    from tgif.io.datasets import list_pairs, resolve_dataset
+    from tgif.train.steer import merge_detections
+
+    folder = resolve_dataset(dataset)
+    file = Path(captions_file) if captions_file else (
+        Path(__file__).resolve().parents[1] / "assets" / "captions" / "data" / f"{folder.name}.jsonl")
+    records = read_caption_records(file)
+    cases = []
+    for files in list_pairs(folder):
+        keys = [(files.id, files.path_a.parent.name), (files.id, files.path_b.parent.name)]
+        if any(key not in records for key in keys):
+            raise DatasetError(f"{file}: no caption record for pair {files.id}")
+        with Image.open(files.path_a) as image:
+            width, height = image.size
+        objects = [(label, tuple(box), box_position(box, width, height))
+                   for label, box in merge_detections(records[keys[0]]["detections"], records[keys[1]]["detections"])
+                   if label in SELECT_LABELS and min(box[2] - box[0], box[3] - box[1]) >= MIN_SIDE][:SELECT_OBJECTS]
+        case = SelectivityCase(files.id, folder.name, tuple(objects),  # type: ignore[arg-type]
+                               (records[keys[0]]["caption"], records[keys[1]]["caption"]))
+        if any(case.others(i) for i in range(len(objects))):
+            cases.append(case)
+        if limit and len(cases) >= limit:
+            break
+    return cases
+
+
+def selectivity_stats(neutral: np.ndarray, named: np.ndarray, sources_max: np.ndarray, box: Sequence[float],
+                      other: Sequence[float], all_boxes: Sequence[Sequence[float]]) -> dict[str, float]:
+    """The numbers of one case; images (H, W) in [0, 1], boxes in pixels.
+
+    Returns ``delta_named`` / ``delta_other`` (mean |named - neutral| in each box, grey levels), ``selectivity``
+    (their ratio), ``gain_named`` / ``gain_other`` (relative change of each box's contrast to its ring, as
+    :func:`steer_stats`), ``delta_outside`` (outside every object's box grown by 50%) and ``white_new`` (share
+    of the named box at or above :data:`WHITE_LEVEL` where neither source is).
+    """
+    first, second = steer_stats(neutral, named, box), steer_stats(neutral, named, other)
+    outside = np.ones(neutral.shape, bool)
+    for b in all_boxes:
+        outside &= box_regions(b, neutral.shape)[2]
+    change = np.abs(named.astype(np.float64) - neutral.astype(np.float64)) * 255.0
+    inside = box_regions(box, neutral.shape)[0]
+    white = (named * 255.0 >= WHITE_LEVEL - 0.5) & (sources_max * 255.0 < WHITE_LEVEL - 0.5)
+    return {
+        "delta_named": first["delta_in"],
+        "delta_other": second["delta_in"],
+        "selectivity": first["delta_in"] / max(second["delta_in"], 0.01),
+        "gain_named": first["contrast_gain"],
+        "gain_other": second["contrast_gain"],
+        "delta_outside": float(change[outside].mean()) if outside.any() else 0.0,
+        "white_new": float(white[inside].mean()),
+    }
+
+
+@dataclass
+class SelectivityReport:
+    """Rows (one per named object, other object and phrasing), controls per pair, and medians."""
+
+    weights: str
+    datasets: tuple[str, ...]
+    rows: list[dict[str, float | str]] = field(default_factory=list)
+    controls: list[dict[str, float | str]] = field(default_factory=list)
+
+    KEYS = ("delta_named", "delta_other", "selectivity", "gain_named", "gain_other", "delta_outside", "white_new")
+
+    def medians(self, same_class: bool | None = None) -> dict[str, float]:
+        """Medians of :attr:`KEYS` over all rows, or over the same-class (True) / other-class (False) rows, with the
+        row count ``cases``; controls ``absent`` and ``nothing`` over all pairs."""
+        rows = [r for r in self.rows if same_class is None or bool(r["same_class"]) == same_class]
+        out = {k: float(np.median([float(r[k]) for r in rows])) if rows else float("nan") for k in self.KEYS}
+        out["cases"] = float(len(rows))
+        for key in ("absent", "nothing"):
+            out[key] = float(np.median([float(c[key]) for c in self.controls])) if self.controls else float("nan")
+        return out
+
+
+def selectivity_phrase(label: str, position: str, index: int, phrasings: Sequence[str],
+                       words: dict[str, tuple[str, ...]]) -> str:
+    """The ``index``-th phrase for an object: phrasings in turn, and the class name and position in turn with the
+    words a user might say instead (``words``)."""
+    label_words = (label, *words.get(label, ()))
+    position_words = (position, *words.get(position, ()))
+    template = phrasings[index % len(phrasings)]
+    return template.format(label=label_words[index % len(label_words)],
+                           position=position_words[(index // len(label_words)) % len(position_words)])
+
+
+def run_selectivity(weights: str | os.PathLike, datasets: Sequence[str] = ("msrs_test", "roadscene_test"),
+                    phrasings: Sequence[str] | None = None, words: dict[str, tuple[str, ...]] | None = None,
+                    limit: int | None = None, device: str = "cpu", progress: bool = True) -> SelectivityReport:
+    """Name each object of each case in turn (:data:`SELECT_PHRASINGS` phrasings each) and measure every other
+    object it can be told apart from; plus the controls per pair (module section comment)."""
+    from tgif.captions.steering import SELECTIVITY_PHRASINGS, SELECTIVITY_WORDS, read_phrasings, read_words
+    from tgif.io.datasets import list_pairs, resolve_dataset
+    from tgif.pipeline import TGIFFuser
+    from tgif.session import PairSession
+
+    phrasings = tuple(phrasings) if phrasings else read_phrasings(SELECTIVITY_PHRASINGS)
+    words = words if words is not None else read_words(SELECTIVITY_WORDS)
+    fuser = TGIFFuser(weights, device=device)
+    if not fuser.uses_text:
+        raise DatasetError(f"{weights} was trained without text; the selectivity benchmark needs a text model")
+    report = SelectivityReport(str(weights), tuple(datasets))
+    counter = 0
+    for dataset in datasets:
+        cases = selectivity_cases(dataset, limit=limit)
+        files_by_id = {p.id: p for p in list_pairs(resolve_dataset(dataset))}
+        for case in tqdm(cases, desc=f"selectivity {dataset}", unit="pair", disable=not progress):
+            pair = files_by_id[case.pair_id].load(on_large="downscale")
+            session = PairSession(fuser, pair, "ivf")
+            session.set_scene(case.captions)
+            session.set_regions([(label, box) for label, box, _ in case.objects])
+            luminances = session.luminances()
+            sources_max = np.maximum(luminances[0], luminances[1])
+            boxes = [box for _, box, _ in case.objects]
+            plans = []
+            for index, (label, _, position) in enumerate(case.objects):
+                if not case.others(index):
+                    continue
+                for _ in range(SELECT_PHRASINGS):
+                    plans.append((index, selectivity_phrase(label, position, counter, phrasings, words)))
+                    counter += 1
+            controls = [*ABSENT_CONTROLS, NOTHING_PHRASE]
+            captions = [case.captions] + [(add_phrase(case.captions[0], p), case.captions[1])
+                                          for p in [phrase for _, phrase in plans] + controls]
+            neutral, *outputs = session.fuse_texts(captions)
+            for (index, phrase), named in zip(plans, outputs):
+                label, box, position = case.objects[index]
+                for other in case.others(index):
+                    stats = selectivity_stats(neutral, named, sources_max, box, case.objects[other][1], boxes)
+                    report.rows.append({"dataset": dataset, "pair": case.pair_id, "named": f"{label} {position}",
+                                        "other": f"{case.objects[other][0]} {case.objects[other][2]}",
+                                        "same_class": case.objects[other][0] == label, "phrase": phrase, **stats})
+            changes = [float(np.abs(o.astype(np.float64) - neutral).mean() * 255.0) for o in outputs[len(plans):]]
+            report.controls.append({"dataset": dataset, "pair": case.pair_id, "absent": max(changes[:2]),
+                                    "nothing": changes[2]})
+    return report
+
+
+def format_selectivity(report: SelectivityReport, per_case: bool = False) -> str:
+    """Markdown: per-case rows (when asked), then medians over all cases, the same-class subset and the rest."""
+    lines = []
+    if per_case:
+        lines += ["| pair | named | other | phrase | Δ named | Δ other | selectivity | gain named | gain other |",
+                  "|---|---|---|---|---:|---:|---:|---:|---:|"]
+        for r in report.rows:
+            lines.append(f"| {r['pair']} | {r['named']} | {r['other']} | {r['phrase']} | "
+                         f"{float(r['delta_named']):.2f} | {float(r['delta_other']):.2f} | "
+                         f"{float(r['selectivity']):.1f}x | "
+                         f"{100 * float(r['gain_named']):+.1f}% | {100 * float(r['gain_other']):+.1f}% |")
+        lines.append("")
+    lines += [f"Selectivity ({Path(report.weights).name}, {', '.join(report.datasets)}; medians; absent object and "
+              f"naming nothing: mean |Δ| over the frame, {len(report.controls)} pairs):", "",
+              "| cases | n | Δ named | Δ other | selectivity | gain named | gain other | Δ outside | new white | "
+              "absent: Δ | nothing: Δ |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for title, subset in (("all", None), ("same class, left vs right", True), ("other class", False)):
+        m = report.medians(subset)
+        lines.append(f"| {title} | {int(m['cases'])} | {m['delta_named']:.2f} | {m['delta_other']:.2f} | "
+                     f"{m['selectivity']:.1f}x | {100 * m['gain_named']:+.1f}% | {100 * m['gain_other']:+.1f}% | "
+                     f"{m['delta_outside']:.2f} | {100 * m['white_new']:.2f}% | {m['absent']:.2f} | "
+                     f"{m['nothing']:.2f} |")
+    return "\n".join(lines)
+
+
+def write_selectivity_csv(report: SelectivityReport, path: str | os.PathLike) -> Path:
+    """Write the per-case rows to a CSV file."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    keys = ["dataset", "pair", "named", "other", "same_class", "phrase", *SelectivityReport.KEYS]
+    with out.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        for row in report.rows:
+            writer.writerow({k: (f"{float(row[k]):.4f}" if k in SelectivityReport.KEYS else row[k]) for k in keys})
+    return out
+
+
+def selectivity_figure(weights: Sequence[str | os.PathLike], case: SelectivityCase, first: int, second: int,
+                       phrasing: str = "Draw the eye to the {label} {position}.") -> Figure:
+    """One row per checkpoint: fused with the drafted captions, with object ``first`` named, with object ``second``
+    named, and the two text effects (named − drafted), both boxes drawn on every panel (the named one in amber)."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    from tgif.io.datasets import list_pairs, resolve_dataset
+    from tgif.pipeline import TGIFFuser
+    from tgif.session import PairSession
+
+    files = {p.id: p for p in list_pairs(resolve_dataset(case.dataset))}[case.pair_id]
+    pair = files.load(on_large="downscale")
+    phrases = [highlight_phrase(case.objects[i][0], case.objects[i][2], phrasing) for i in (first, second)]
+    fig = Figure(figsize=(15, 2.9 * len(weights)))
+    axes = fig.subplots(len(weights), 5, squeeze=False)
+    for row, path in enumerate(weights):
+        session = PairSession(TGIFFuser(path, device="cpu"), pair, "ivf")
+        session.set_scene(case.captions)
+        session.set_regions([(label, box) for label, box, _ in case.objects])
+        neutral, named_a, named_b = session.fuse_texts(
+            [case.captions] + [(add_phrase(case.captions[0], p), case.captions[1]) for p in phrases])
+        effects = [(named_a - neutral) * 255.0, (named_b - neutral) * 255.0]
+        scale = max(2.0, *(float(np.percentile(np.abs(e), 99.9)) for e in effects))
+        name = Path(str(path)).stem
+        panels = [(neutral, "gray", 0, 1, f"{name}: drafted captions", None),
+                  (named_a, "gray", 0, 1, f"+ “{phrases[0]}”", first),
+                  (named_b, "gray", 0, 1, f"+ “{phrases[1]}”", second),
+                  (effects[0], "coolwarm", -scale, scale, f"effect of naming {case.objects[first][0]} "
+                                                          f"{case.objects[first][2]} (±{scale:.0f})", first),
+                  (effects[1], "coolwarm", -scale, scale, f"effect of naming {case.objects[second][0]} "
+                                                          f"{case.objects[second][2]} (±{scale:.0f})", second)]
+        for ax, (image, cmap, vmin, vmax, title, named) in zip(axes[row], panels):
+            ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax)
+            for index in (first, second):
+                x1, y1, x2, y2 = case.objects[index][1]
+                ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, linewidth=1.2,
+                                       edgecolor="#ffbf00" if index == named else "#40c0ff"))
+            ax.set_title(title, fontsize=7)
+            ax.axis("off")
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.92, wspace=0.03, hspace=0.15)
     return fig

@@ -225,3 +225,33 @@ def metrics_figure(table: Mapping[str, Mapping[str, float]], highlight: str | No
     fig.subplots_adjust(left=0.06, right=0.99, bottom=0.62 / height, top=1 - (0.75 if title else 0.3) / height,
                         hspace=0.9, wspace=0.28)
     return fig
+
+
+#: Colours of the pointing map: objects the captions name, and the others.
+POINTED_COLOR = (255, 191, 0)
+UNPOINTED_COLOR = (150, 150, 150)
+
+
+def pointing_map(image: np.ndarray, pointed: Sequence[tuple[str, Sequence[float], float]],
+                 threshold: float = 0.5) -> np.ndarray:
+    """Where captions point, over an image (grey or RGB, float in [0, 1] or uint8): each object's box with its
+    description and the probability that the captions name it; the named ones (probability >= ``threshold``)
+    thick in amber with the fused image at full strength inside, the others thin and grey over a dimmed image.
+    Returns uint8 RGB."""
+    from tgif.io.image import as_rgb_uint8
+    from tgif.perception.rendering import put_label
+
+    canvas = as_rgb_uint8(image).copy()
+    named = [(name, box, p) for name, box, p in pointed if p >= threshold]
+    if named:  # dim everything but the named boxes, so the eye goes where the caption points
+        keep = np.zeros(canvas.shape[:2], bool)
+        for _, (x1, y1, x2, y2), _ in named:
+            keep[max(0, int(y1)):int(np.ceil(y2)), max(0, int(x1)):int(np.ceil(x2))] = True
+        canvas[~keep] = (canvas[~keep] * 0.45).astype(np.uint8)
+    thick = max(2, round(min(canvas.shape[:2]) / 160))
+    for name, (x1, y1, x2, y2), chance in sorted(pointed, key=lambda item: item[2]):  # the named ones drawn last
+        color = POINTED_COLOR if chance >= threshold else UNPOINTED_COLOR
+        box = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
+        cv2.rectangle(canvas, *box, color, thick if chance >= threshold else 1)
+        put_label(canvas, f"{name} {100 * chance:.0f}%", box[0][0], box[0][1], color)
+    return canvas

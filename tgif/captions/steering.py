@@ -62,6 +62,9 @@ HELD_OUT_TEMPLATES: tuple[str, ...] = (
     "Pay attention to the {label} {position}.",
     "Show the {label} {position} with more contrast.",
 )
+#: The hand-written phrasings and words of the selectivity benchmark (``tgif steer --selectivity``), never trained on.
+SELECTIVITY_PHRASINGS = Path(__file__).resolve().parents[2] / "assets" / "steering" / "phrasings.txt"
+SELECTIVITY_WORDS = Path(__file__).resolve().parents[2] / "assets" / "steering" / "words.txt"
 #: The phrase the app adds when a detected object is clicked.
 APP_TEMPLATE = "Highlight the {label} {position}."
 
@@ -117,3 +120,26 @@ def read_phrasings(path: str | Path) -> tuple[str, ...]:
         except (KeyError, IndexError, ValueError) as exc:
             raise TgifError(f"{file}: phrasing {line!r} is not a valid template ({exc})") from None
     return templates
+
+
+def read_words(path: str | Path) -> dict[str, tuple[str, ...]]:
+    """Read a words file: lines ``name = other, words`` (a class name or a position phrase, then what a user might
+    say instead); ``#`` starts a comment.
+
+    Raises:
+        TgifError: the file is missing, or a line has no ``=`` or nothing on one side.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise TgifError(f"words file {file} not found")
+    words: dict[str, tuple[str, ...]] = {}
+    for line in file.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, equals, others = line.partition("=")
+        alternatives = tuple(w.strip() for w in others.split(",") if w.strip())
+        if not equals or not name.strip() or not alternatives:
+            raise TgifError(f"{file}: write 'name = other, words'; got {line!r}")
+        words[name.strip()] = alternatives
+    return words

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tgif.model.region_grounding import RegionGrounding, RegionTokens
 from tgif.model.restormer import Downsample, TransformerBlock, Upsample
 from tgif.model.source_attention import CrossSourceBlock
 from tgif.model.text_attention import TextAdapter, TextGuidance
@@ -70,6 +71,9 @@ class TGIFConfig:
         grounding: add :class:`~tgif.model.text_grounding.TextGrounding` after the merge, which
             emphasises the pixels the caption names (on in the steering checkpoints; off in older
             ones, whose weights have no such parameters).
+        region_grounding: add :class:`~tgif.model.region_grounding.RegionGrounding` after the merge instead,
+            which matches the caption to the pair's detected objects (region tokens) and emphasises the named
+            ones only (the shipped IVF checkpoint); exclusive with ``grounding``.
     """
 
     dim: int = 32
@@ -84,6 +88,7 @@ class TGIFConfig:
     text_pool: int = 2
     use_text: bool = True
     grounding: bool = False
+    region_grounding: bool = False
 
     def __post_init__(self) -> None:
         """Check the values; raises ValueError naming the first bad one."""
@@ -103,6 +108,8 @@ class TGIFConfig:
         for name in ("heads", "text_heads"):
             if self.dim % getattr(self, name):
                 raise ValueError(f"TGIFConfig.dim ({self.dim}) must be a multiple of {name} ({getattr(self, name)})")
+        if self.grounding and self.region_grounding:
+            raise ValueError("TGIFConfig.grounding and TGIFConfig.region_grounding exclude each other")
         if self.downscale & (self.downscale - 1):
             raise ValueError(f"TGIFConfig.downscale must be a power of two, got {self.downscale}")
         if self.dim % (2 * self.downscale):
@@ -247,10 +254,14 @@ class GuidedFeatures:
         pixel_side: the grounding head's caption-independent part of ``merged``
             (:meth:`~tgif.model.text_grounding.TextGrounding.pixel_side`), filled in by the first
             :meth:`TGIFNet.ground_and_decode` that needs it; None until then.
+        emphasis: the region grounding's emphasis of ``merged``
+            (:class:`~tgif.model.region_grounding.RegionGrounding`), filled in by the first caption that names a
+            region; None until then.
     """
 
     merged: torch.Tensor
     pixel_side: tuple[torch.Tensor, torch.Tensor] | None = None
+    emphasis: torch.Tensor | None = None
 
 
 class TGIFNet(nn.Module):
@@ -275,6 +286,8 @@ class TGIFNet(nn.Module):
             self.text_b = TextGuidance(cfg.dim, cfg.text_heads, cfg.ffn_expansion, cfg.text_pool, cfg.text_blocks)
             if cfg.grounding:
                 self.grounding = TextGrounding(cfg.dim, cfg.text_dim)
+            if cfg.region_grounding:
+                self.region_grounding = RegionGrounding(cfg.dim, cfg.text_dim, stride=cfg.downscale)
         self.cross_source = CrossSourceBlock(cfg.dim, cfg.heads, cfg.ffn_expansion)
         self.merge = nn.Conv2d(2 * cfg.dim, cfg.dim, kernel_size=1)
         self.decoder = FusionDecoder(cfg)
@@ -351,13 +364,18 @@ class TGIFNet(nn.Module):
         return GuidedFeatures(self.merge(torch.cat([feat_a, feat_b], dim=1)))
 
     def ground_and_decode(self, features: SourceFeatures, guided: GuidedFeatures, text: torch.Tensor | None = None,
-                          text_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                          text_mask: torch.Tensor | None = None, regions: RegionTokens | None = None,
+                          probabilities: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Stage 2b: the grounding head (when the network has one) under ``text`` and the decoder, from the
-        trunk's output (:meth:`guide_sources`) -> (fused (B, 1, H, W), relevance or None).
+        trunk's output (:meth:`guide_sources`) -> (fused (B, 1, H, W), relevance (B, 1, Hp/s, Wp/s) or None).
 
         ``guided`` may come from other captions than ``text``: the session reuses the trunk of a pair's drafted
         captions for every edit of them, so that an edit runs only this stage (:mod:`tgif.session`); the head's
         caption-independent part is kept in ``guided`` for the next caption.
+
+        ``regions``: the pair's detected objects in the input's pixels, which a region-grounding network
+        (:attr:`TGIFConfig.region_grounding`) matches the caption to (None or empty: nothing can be named, so
+        the trunk's fusion); ``probabilities`` (B, R) imposes the match instead (training the emphasis).
         """
         text, text_mask = self._text_or_none(features, text, text_mask)
         merged, relevance = guided.merged, None
@@ -365,6 +383,15 @@ class TGIFNet(nn.Module):
             if guided.pixel_side is None:
                 guided.pixel_side = self.grounding.pixel_side(merged)
             merged, relevance = self.grounding(merged, text.to(merged.dtype), text_mask, guided.pixel_side)
+        elif self.config.region_grounding and regions is not None and (text is not None or probabilities is not None):
+            head = self.region_grounding
+            if probabilities is None:
+                probabilities = head.match(text.to(merged.dtype), text_mask, regions)
+            relevance = head.relevance(probabilities, regions, tuple(merged.shape[-2:]))
+            if bool((relevance > 0).any()):
+                if guided.emphasis is None:
+                    guided.emphasis = head.emphasis(merged)
+                merged = merged + relevance.to(merged.dtype) * guided.emphasis
         height, width = features.mean.shape[-2:]
         residual = self.decoder(merged, features.skips_a, features.skips_b)[..., :height, :width]
         fused = features.mean + residual

@@ -24,7 +24,8 @@ def _label_color(label: str, labels: list[str]) -> tuple[int, int, int]:
     return distinct_color(labels.index(label))
 
 
-def _put_label(canvas: np.ndarray, text: str, x: int, y: int, color: tuple[int, int, int]) -> None:
+def put_label(canvas: np.ndarray, text: str, x: int, y: int, color: tuple[int, int, int]) -> None:
+    """Write ``text`` on a filled tag of ``color`` whose bottom-left is near (x, y) of a uint8 RGB canvas, in place."""
     scale = max(0.35, min(canvas.shape[:2]) / 900)
     thickness = 1
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
@@ -45,7 +46,7 @@ def draw_detections(image: np.ndarray, detections: Detections) -> np.ndarray:
         color = _label_color(det.label, labels)
         x1, y1, x2, y2 = (int(round(v)) for v in det.box)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
-        _put_label(canvas, f"{det.label} {det.score:.2f}", x1, y1, color)
+        put_label(canvas, f"{det.label} {det.score:.2f}", x1, y1, color)
     return canvas
 
 
@@ -63,5 +64,5 @@ def draw_segmentation(image: np.ndarray, segmentation: Segmentation, alpha: floa
     for index, region in enumerate(segmentation.regions, start=1):
         if region.kind == "object":
             x1, y1, _, _ = region.bbox
-            _put_label(canvas, region.label, x1, y1 + 2, distinct_color(index - 1))
+            put_label(canvas, region.label, x1, y1 + 2, distinct_color(index - 1))
     return canvas

@@ -42,6 +42,11 @@ class TextEncoder(ABC):
     def token_count(self, caption: str) -> int:
         """Return how many tokens (special tokens included) ``caption`` has before truncation."""
 
+    def sentence_ends(self, caption: str) -> list[bool] | None:
+        """Per token of ``caption`` as :meth:`encode` returns them, whether it ends a sentence (the encoder's special
+        tokens and sentence punctuation); None when the encoder cannot tell (a training label, never an input)."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, max_tokens={self.max_tokens})"
 

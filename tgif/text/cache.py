@@ -95,6 +95,10 @@ class CachedTextEncoder(TextEncoder):
         """Return the wrapped encoder's token count (before truncation)."""
         return self.encoder.token_count(caption)
 
+    def sentence_ends(self, caption: str) -> list[bool] | None:
+        """The wrapped encoder's sentence ends of ``caption``'s tokens."""
+        return self.encoder.sentence_ends(caption)
+
     def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode captions like the wrapped encoder, running it only on the cache misses."""
         captions = check_captions(captions)
