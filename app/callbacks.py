@@ -29,7 +29,7 @@ from PIL import Image
 from app.models import LoadedPair, ModelHub
 from tgif import __version__
 from tgif.baselines import BASELINES
-from tgif.captions.base import Caption
+from tgif.captions.base import Caption, Captioner
 from tgif.captions.dataset import CaptionedSource, caption_image
 from tgif.captions.redact import scrub
 from tgif.captions.steering import add_phrase, box_position, highlight_phrase
@@ -49,7 +49,7 @@ from tgif.io.pair import ImagePair, load_pair
 from tgif.metrics import METRICS, PAPER_METRICS, best_value, compute_metrics, gray_levels_of
 from tgif.perception import Perception
 from tgif.report import metric_deltas, write_run
-from tgif.session import PERCEPTION_MAX_SIDE, PairSession
+from tgif.session import PERCEPTION_MAX_SIDE
 from tgif.tasks import TASK_SPECS
 from tgif.visualize import ERROR_MAP_VMAX, difference_map, error_map, metrics_chart_html
 
@@ -172,13 +172,13 @@ def _annotations(rgb: np.ndarray, perception: Perception) -> tuple[tuple, tuple]
     return (rgb, boxes), (rgb, regions)
 
 
-def _draft(hub: ModelHub, pixels: np.ndarray, modality: str, task: str,
-           session_id: str) -> tuple[np.ndarray, CaptionedSource]:
-    """Perceive a source (at most PERCEPTION_MAX_SIDE) and draft its caption; what perception lacked is a warning
-    (once per browser session)."""
+def _draft(hub: ModelHub, pixels: np.ndarray, modality: str, task: str, session_id: str,
+           captioner: Captioner | None = None) -> tuple[np.ndarray, CaptionedSource]:
+    """Perceive a source (at most PERCEPTION_MAX_SIDE) and draft its caption (by ``captioner``, default the hub's);
+    what perception lacked is a warning (once per browser session)."""
     rgb = fit_within(as_rgb_uint8(pixels), PERCEPTION_MAX_SIDE)
     drafted = caption_image(rgb, modality=modality, task=task, perceiver=hub.perceiver(),
-                            captioner=hub.captioner())
+                            captioner=captioner or hub.captioner())
     for note in drafted.perception.notes:
         warn_once(hub, session_id, _clean(note))
     return rgb, drafted
@@ -286,20 +286,53 @@ def validate_fuse(path_1: str | None, path_2: str | None, task_value: str, *sett
     return [*checks, *others]
 
 
-def _prepare_captions(session: PairSession, captions: list[str]) -> list[str]:
-    """Clean (control characters out; unencodable text is an error), cut overlong ones, draft empty ones (from the
-    session's drafts)."""
+def _clean_captions(captions: list[str]) -> list[str]:
+    """Clean both captions (control characters out; unencodable text is an error) and cut overlong ones; an empty
+    result stays empty (it is drafted: :func:`_run_drafts`)."""
+    cleaned = []
     for index in range(2):
         text = clean_caption(captions[index] or "", f"Caption {index + 1}")
         if len(text) > MAX_CAPTION_CHARS:
             gr.Warning(f"Caption {index + 1} is {len(text)} characters long; "
                        f"only its first {MAX_CAPTION_CHARS} are used.")
             text = text[:MAX_CAPTION_CHARS]
-        if not text:
-            text = session.drafts()[index].caption.text
-            gr.Info(f"Caption {index + 1} was empty, so one was drafted: “{text[:80]}…”")
-        captions[index] = text
-    return captions
+        cleaned.append(text)
+    return cleaned
+
+
+#: How a run's record names where each draft it used came from (``run["drafts"]``).
+DRAFT_ORIGINS = {
+    "analysis": "the upload's analysis",
+    "empty": "drafted at Fuse for an empty caption",
+    "typed": "drafted offline at Fuse (caption typed: no caption-server request)",
+}
+
+
+def _run_drafts(hub: ModelHub, pair: ImagePair, paths: tuple[str | None, str | None], task_value: str,
+                captions: list[str], session_id: str) -> tuple[list[CaptionedSource], list[str]]:
+    """The drafts a TGIF run reads (the text-effect reference, the network trunk's scene, empty captions) and where
+    each came from (a key of :data:`DRAFT_ORIGINS`).
+
+    An upload's analysis already drafted its source: that draft is used. Otherwise only an empty caption is
+    drafted by the configured captioner (GPT when set up); for a typed caption, whose draft no one reads, the
+    offline template drafter writes it, so a script that sends its own captions never pays for a GPT call.
+    """
+    drafts: list[CaptionedSource] = []
+    origins: list[str] = []
+    for which, (path, caption, source) in enumerate(zip(paths, captions, (pair.a, pair.b)), start=1):
+        key = (path, task_value, which)
+        draft, origin = hub.draft(key), "analysis"
+        if draft is None:
+            origin = "typed" if caption else "empty"
+            offline = (*key, "template")  # kept apart: an emptied caption later still gets the captioner's draft
+            draft = hub.draft(offline) if caption else None
+            if draft is None:
+                draft = _draft(hub, source.pixels, source_labels(task_value)[which - 1], pair.task or "ivf",
+                               session_id, captioner=hub.offline_captioner() if caption else None)[1]
+                hub.remember_draft(offline if caption else key, draft)
+        drafts.append(draft)
+        origins.append(origin)
+    return drafts, origins
 
 
 def _load_pair(hub: ModelHub, path_1: str | None, path_2: str | None, task_value: str, task: str,
@@ -348,8 +381,10 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
     its :class:`~tgif.session.PairSession`: a caption edit re-runs only the text features and the decoder.
     Captions are drafted (when empty, and for the text-effect reference) before the job takes a network slot
     (:meth:`ModelHub.network_slot`); only the fusion itself holds one.
-    With TGIF and text on, the pair is also decoded under the drafted captions (the uploads' analyses, or
-    drafted now): the run's text-effect map is this run minus that one, i.e. what the caption edits changed.
+    With TGIF and text on, the pair is also decoded under the drafted captions (the uploads' analyses, or drafted
+    now: by the configured captioner for an empty caption, offline for a typed one, see :func:`_run_drafts`; the
+    record's ``drafts`` says which): the run's text-effect map is this run minus that one, i.e. what the caption
+    edits changed.
     """
     started = time.perf_counter()
     task, _ = parse_task(task_value)
@@ -363,6 +398,7 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
     seconds: dict[str, float] = {"load": time.perf_counter() - started}
     notes: list[str] = list(entry.notes)
     captions, authors, scene = ["", ""], ["", ""], None
+    record_drafts: list[dict[str, str]] | None = None  # the drafts a TGIF run with text read, and their origin
     text_effect, text_stats = None, None
     if method == TGIF_METHOD:
         if not hub.has_tgif(task):
@@ -372,14 +408,26 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
         start = time.perf_counter()
         session = hub.pair_session(entry, task_value)
         fuser = session.fuser
-        session.use_drafts((hub.draft((path_1, task_value, 1)), hub.draft((path_2, task_value, 2))))
         seconds["model"] = time.perf_counter() - start
         use_text = bool(use_text) and fuser.uses_text
         reference = None
         if use_text:
             progress(0.2, desc="Checking captions")
             start = time.perf_counter()
-            captions = _prepare_captions(session, [caption_1, caption_2])
+            captions = _clean_captions([caption_1, caption_2])
+            drafts, draft_origins = _run_drafts(hub, pair, (path_1, path_2), task_value, captions, session_id)
+            session.use_drafts((drafts[0], drafts[1]))
+            for index, draft in enumerate(drafts):
+                if not captions[index]:
+                    captions[index] = draft.caption.text
+                    gr.Info(f"Caption {index + 1} was empty, so one was drafted: “{captions[index][:80]}…”")
+            record_drafts = [{"captioner": draft.caption.captioner, "from": DRAFT_ORIGINS[origin]}
+                             for draft, origin in zip(drafts, draft_origins)]
+            offline = [str(index + 1) for index, origin in enumerate(draft_origins) if origin == "typed"]
+            if offline and hub.captioner().name != hub.offline_captioner().name:
+                notes.append(f"Caption {' and '.join(offline)} typed: the draft{'s' if len(offline) > 1 else ''} "
+                             "the text-effect map compares with came from the offline template drafter, not GPT "
+                             "(no caption-server request).")
             if fuser.max_tokens:
                 for index, text in enumerate(captions):
                     count = fuser.text_encoder.token_count(text)
@@ -440,7 +488,7 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
         "sources": [{"name": s.name, "modality": n, "size": list(s.size), "original_size": list(s.original_size),
                      "notes": s.notes} for s, n in zip((pair.a, pair.b), names)],
         "method": label, "use_text": use_text, "captions": captions, "caption_authors": authors,
-        "scene_captions": scene,
+        "scene_captions": scene, "drafts": record_drafts,
         "weights": hub.weights(task).name if method == TGIF_METHOD else None,
         "device": hub.device_label if method == TGIF_METHOD else "CPU", "seconds": seconds, "notes": notes,
         "metrics": scores, "text_effect": text_stats,

@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("--caption2", default=None, help="caption of SRC2")
     fuse.add_argument("--no-text", action="store_true", help="TGIF without text guidance")
     fuse.add_argument("--tile", default=None, help=TILE_HELP)
-    fuse.add_argument("--captioner", default="auto", choices=["auto", "template", "gpt"], help="who drafts captions")
+    fuse.add_argument("--captioner", default="auto", choices=["auto", "template", "gpt"],
+                      help="who drafts captions when --caption1/--caption2 are not given (given captions: no caption "
+                           "server is asked; the template drafter writes the drafts the network's trunk reads)")
     fuse.add_argument("--metrics", action="store_true",
                       help="also print the six metrics of the saved result (tgif: beside the best classic baseline's)")
     _add_loading_options(fuse)
@@ -304,9 +306,12 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
             args.caption1, args.caption2 = clean_caption(args.caption1), clean_caption(args.caption2)
         # like the app: without a loadable detector, segmentation-only captions and one note (not an error)
         perceiver = Perceiver(detector=YoloDetector(args.detector) if args.detector else None, detector_optional=True)
-        fuser = TGIFFuser(args.weights or default_weights(spec.task), captioner=args.captioner, perceiver=perceiver,
-                          tile=args.tile)
         captions = (args.caption1, args.caption2) if args.caption1 is not None else None
+        # with both captions given, the drafts only name the scene the trunk reads: the offline drafter writes them,
+        # and no caption server is asked for a draft nobody reads
+        captioner = "template" if captions is not None else args.captioner
+        fuser = TGIFFuser(args.weights or default_weights(spec.task), captioner=captioner, perceiver=perceiver,
+                          tile=args.tile)
         # as in the app: given captions steer over the trunk of the pair's drafted captions
         result = fuser.session(pair, spec).fuse(captions, use_text=not args.no_text, draft_scene=True)
         fused = result.image
@@ -315,6 +320,9 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
         if result.scene_captions is not None and result.scene_captions != result.captions:
             print("note: the network's trunk read the drafted captions, the given ones its grounding head and "
                   "decoder, as the app fuses an edit")
+            if captions is not None:
+                print("note: captions given, so those drafts came from the offline template drafter "
+                      "(no caption-server request)")
         for note in result.notes:
             print(f"note: {note}")
         print("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in result.seconds.items()))
