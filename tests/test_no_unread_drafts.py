@@ -9,7 +9,6 @@ import os
 import time
 from pathlib import Path
 
-import pytest
 from PIL import Image, ImageOps
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
