@@ -9,6 +9,7 @@ a result already computed is never thrown away because a later step failed.
 from __future__ import annotations
 
 import functools
+import inspect
 import io
 import logging
 import os
@@ -48,7 +49,7 @@ from tgif.io.image import (
 from tgif.io.pair import ImagePair, load_pair
 from tgif.metrics import METRICS, PAPER_METRICS, best_value, compute_metrics, gray_levels_of
 from tgif.perception import Perception
-from tgif.report import metric_deltas, write_run
+from tgif.report import metric_deltas, write_record
 from tgif.session import PERCEPTION_MAX_SIDE
 from tgif.tasks import TASK_SPECS
 from tgif.visualize import ERROR_MAP_VMAX, difference_map, error_map, metrics_chart_html
@@ -81,27 +82,42 @@ def user_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
     """Turn library errors into a ``gr.Error`` with their message; anything else into a short, key-free one.
 
     A user's error (a ``gr.Error`` or a library error) is logged as one line and gradio is told not to print its
-    traceback; only an unexpected error writes a traceback to the server log.
+    traceback; only an unexpected error writes a traceback to the server log. A generator handler (one that
+    yields partial results) is wrapped as a generator, its errors translated wherever it raises them.
     """
+    if inspect.isgeneratorfunction(handler):
+        @functools.wraps(handler)
+        def wrapped_generator(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            with _as_user_error(handler.__name__):
+                yield from handler(*args, **kwargs)
+
+        return wrapped_generator
 
     @functools.wraps(handler)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        try:
+        with _as_user_error(handler.__name__):
             return handler(*args, **kwargs)
-        except gr.Error as exc:
-            logger.info("%s: user error: %s", handler.__name__, exc)
-            exc.print_exception = False
-            raise
-        except TgifError as exc:
-            message = _clean(str(exc))
-            logger.info("%s: user error: %s", handler.__name__, message)
-            raise gr.Error(message, print_exception=False) from None
-        except Exception as exc:  # noqa: BLE001 - the page must get a message, never a stack trace
-            logger.exception("%s failed", handler.__name__)
-            raise gr.Error(f"Unexpected error in {handler.__name__}: {_clean(f'{type(exc).__name__}: {exc}')}"
-                           " (details in the server log)", print_exception=False) from None
 
     return wrapped
+
+
+@contextmanager
+def _as_user_error(name: str) -> Iterator[None]:
+    """The error translation of :func:`user_errors` for the handler called ``name``."""
+    try:
+        yield
+    except gr.Error as exc:
+        logger.info("%s: user error: %s", name, exc)
+        exc.print_exception = False
+        raise
+    except TgifError as exc:
+        message = _clean(str(exc))
+        logger.info("%s: user error: %s", name, message)
+        raise gr.Error(message, print_exception=False) from None
+    except Exception as exc:  # noqa: BLE001 - the page must get a message, never a stack trace
+        logger.exception("%s failed", name)
+        raise gr.Error(f"Unexpected error in {name}: {_clean(f'{type(exc).__name__}: {exc}')}"
+                       " (details in the server log)", print_exception=False) from None
 
 
 def _clean(message: str) -> str:
@@ -372,10 +388,53 @@ def _waiting_text(ahead: int) -> str:
     return f"Waiting for the network: {ahead} job{'s' if ahead > 1 else ''} ahead of this one"
 
 
+@dataclass
+class FusedImage:
+    """The first result of a Fuse click (:func:`fuse_image`): the fused image, already on disk with the source views
+    (what the page shows first), and what :func:`finish_run` needs to score, map and record the run."""
+
+    number: int
+    run_id: str
+    folder: Path
+    stem: str
+    task: str
+    task_value: str
+    method: str  # the method chosen (TGIF_METHOD or a baseline)
+    label: str  # the run's label ("TGIF", "TGIF (no text)", a baseline)
+    use_text: bool
+    entry: LoadedPair
+    fused: np.ndarray  # float in [0, 1], the pixels of ``png``
+    png: Path
+    views: list[Path]
+    captions: list[str]
+    authors: list[str]
+    scene: list[str] | None
+    drafts: list[dict[str, str]] | None  # the drafts a TGIF run with text read, and their origin
+    notes: list[str]
+    seconds: dict[str, float]
+    started: float  # time.perf_counter() at the click
+    result: Any = None  # the TGIF run's tgif.pipeline.FusionResult (None for a baseline)
+
+    @property
+    def summary(self) -> str:
+        """What the page says while the rest of the run is computed."""
+        return (f"**Run {self.number}: {self.label}** · fused in {time.perf_counter() - self.started:.2f} s; "
+                "maps, metrics and downloads follow…")
+
+
 def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value: str, caption_1: str,
                caption_2: str, use_text: bool, method: str, resize: bool, run_number: int,
                progress: Callable[..., Any] = lambda *a, **k: None, session_id: str = "default") -> FusionOutputs:
-    """Fuse, score and render one run of the browser session ``session_id``; writes its PNG, JSON and CSV.
+    """Fuse, score and render one run of the browser session ``session_id`` (:func:`fuse_image`, then
+    :func:`finish_run`); writes its PNG, JSON and CSV."""
+    return finish_run(hub, fuse_image(hub, path_1, path_2, task_value, caption_1, caption_2, use_text, method,
+                                      resize, run_number, progress, session_id), progress)
+
+
+def fuse_image(hub: ModelHub, path_1: str | None, path_2: str | None, task_value: str, caption_1: str,
+               caption_2: str, use_text: bool, method: str, resize: bool, run_number: int,
+               progress: Callable[..., Any] = lambda *a, **k: None, session_id: str = "default") -> FusedImage:
+    """The first half of a run: load the pair, fuse it, write the fused PNG and the source views.
 
     The pair is decoded once per browser session and pair (:meth:`ModelHub.loaded_pair`) and fused through
     its :class:`~tgif.session.PairSession`: a caption edit re-runs only the text features and the decoder.
@@ -383,8 +442,8 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
     (:meth:`ModelHub.network_slot`); only the fusion itself holds one.
     With TGIF and text on, the pair is also decoded under the drafted captions (the uploads' analyses, or drafted
     now: by the configured captioner for an empty caption, offline for a typed one, see :func:`_run_drafts`; the
-    record's ``drafts`` says which): the run's text-effect map is this run minus that one, i.e. what the caption
-    edits changed.
+    record's ``drafts`` says which): the run's text-effect map (:func:`finish_run`) is this run minus that one,
+    i.e. what the caption edits changed.
     """
     started = time.perf_counter()
     task, _ = parse_task(task_value)
@@ -399,7 +458,7 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
     notes: list[str] = list(entry.notes)
     captions, authors, scene = ["", ""], ["", ""], None
     record_drafts: list[dict[str, str]] | None = None  # the drafts a TGIF run with text read, and their origin
-    text_effect, text_stats = None, None
+    result = None
     if method == TGIF_METHOD:
         if not hub.has_tgif(task):
             raise gr.Error(f"The TGIF model for {task.upper()} is missing ({hub.weights(task).name}); "
@@ -447,16 +506,6 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
         authors = list(result.caption_sources)
         scene = list(result.scene_captions) if result.scene_captions is not None else None
         fused = result.image
-        if result.reference_luminance is not None:
-            text_effect, vmax = difference_map(result.reference_luminance, result.luminance,
-                                               vmax=max(TEXT_EFFECT_MIN_SCALE, _effect_scale(result)))
-            change = np.abs(result.luminance - result.reference_luminance) * 255.0
-            text_stats = {"mean_abs": float(change.mean()), "max_abs": float(change.max()),
-                          "changed_3_levels": float((change >= 3).mean()), "scale": vmax * 255.0}
-            notes.append(f"Text effect (this run − drafted captions): mean |Δ| {text_stats['mean_abs']:.2f} grey "
-                         f"levels, max {text_stats['max_abs']:.0f}; "
-                         f"{100 * text_stats['changed_3_levels']:.1f}% of pixels "
-                         "changed by 3 levels or more.")
         for key, value in result.seconds.items():
             seconds[key] = seconds.get(key, 0.0) + value
         notes.extend(result.notes)
@@ -468,55 +517,80 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
             fused = BASELINES[method].fuse(pair)
             seconds["network"] = time.perf_counter() - start
         label, use_text = method, False
-    progress(0.7, desc="Scoring against the classic baselines")
-    start = time.perf_counter()
-    source_levels = gray_levels_of(pair.a.pixels), gray_levels_of(pair.b.pixels)
-    scores = {label: compute_metrics(gray_levels_of(fused), *source_levels)}
-    for name, values in hub.baselines(pair, entry=entry).items():
-        if name != label:
-            scores[name] = values
-    seconds["metrics"] = time.perf_counter() - start
-    progress(0.85, desc="Drawing maps and saving files")
-    start = time.perf_counter()
-    errors = [error_map(fused, source.pixels) for source in (pair.a, pair.b)]
-    chart = metrics_chart_html(scores, highlight=label, metrics=PAPER_METRICS,
-                               title=f"{label} vs classic baselines on this pair")
     run_id = f"run{run_number:02d}-{secrets.token_hex(8)}"  # 64 random bits: run-file URLs are not guessable
-    names = source_labels(task_value)
-    record = {
-        "run": run_id, "tgif_version": __version__, "task": task, "task_choice": task_value,
-        "sources": [{"name": s.name, "modality": n, "size": list(s.size), "original_size": list(s.original_size),
-                     "notes": s.notes} for s, n in zip((pair.a, pair.b), names)],
-        "method": label, "use_text": use_text, "captions": captions, "caption_authors": authors,
-        "scene_captions": scene, "drafts": record_drafts,
-        "weights": hub.weights(task).name if method == TGIF_METHOD else None,
-        "device": hub.device_label if method == TGIF_METHOD else "CPU", "seconds": seconds, "notes": notes,
-        "metrics": scores, "text_effect": text_stats,
-    }
     folder = hub.config.output_dir / run_id
-    files = write_run(folder, f"tgif_{task}_{run_id}", fused, record, png_level=RUN_PNG_LEVEL)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"tgif_{task}_{run_id}"
+    png = save_image(folder / f"{stem}.png", fused, png_level=RUN_PNG_LEVEL)
     views = []
     for index, data in enumerate(_source_view_pngs(entry)):
         views.append(folder / f"source_{index + 1}.png")
         views[-1].write_bytes(data)
+    return FusedImage(run_number, run_id, folder, stem, task, task_value, method, label, use_text, entry, fused, png,
+                      views, captions, authors, scene, record_drafts, notes, seconds, started, result)
+
+
+def finish_run(hub: ModelHub, run: FusedImage,
+               progress: Callable[..., Any] = lambda *a, **k: None) -> FusionOutputs:
+    """The second half of a run: the text-effect map (TGIF with text), the metrics against the classic baselines,
+    the error maps and chart, and the run's record (JSON, CSV)."""
+    pair, fused, label, seconds, notes = run.entry.pair, run.fused, run.label, run.seconds, run.notes
+    text_effect, text_stats = None, None
+    result = run.result
+    if result is not None and result.reference_luminance is not None:
+        text_effect, vmax = difference_map(result.reference_luminance, result.luminance,
+                                           vmax=max(TEXT_EFFECT_MIN_SCALE, _effect_scale(result)))
+        change = np.abs(result.luminance - result.reference_luminance) * 255.0
+        text_stats = {"mean_abs": float(change.mean()), "max_abs": float(change.max()),
+                      "changed_3_levels": float((change >= 3).mean()), "scale": vmax * 255.0}
+        notes.append(f"Text effect (this run − drafted captions): mean |Δ| {text_stats['mean_abs']:.2f} grey "
+                     f"levels, max {text_stats['max_abs']:.0f}; "
+                     f"{100 * text_stats['changed_3_levels']:.1f}% of pixels "
+                     "changed by 3 levels or more.")
+    progress(0.1, desc="Scoring against the classic baselines")
+    start = time.perf_counter()
+    source_levels = gray_levels_of(pair.a.pixels), gray_levels_of(pair.b.pixels)
+    scores = {label: compute_metrics(gray_levels_of(fused), *source_levels)}
+    for name, values in hub.baselines(pair, entry=run.entry).items():
+        if name != label:
+            scores[name] = values
+    seconds["metrics"] = time.perf_counter() - start
+    progress(0.7, desc="Drawing maps and saving files")
+    start = time.perf_counter()
+    errors = [error_map(fused, source.pixels) for source in (pair.a, pair.b)]
+    chart = metrics_chart_html(scores, highlight=label, metrics=PAPER_METRICS,
+                               title=f"{label} vs classic baselines on this pair")
+    names = source_labels(run.task_value)
+    tgif = run.method == TGIF_METHOD
+    record = {
+        "run": run.run_id, "tgif_version": __version__, "task": run.task, "task_choice": run.task_value,
+        "sources": [{"name": s.name, "modality": n, "size": list(s.size), "original_size": list(s.original_size),
+                     "notes": s.notes} for s, n in zip((pair.a, pair.b), names)],
+        "method": label, "use_text": run.use_text, "captions": run.captions, "caption_authors": run.authors,
+        "scene_captions": run.scene, "drafts": run.drafts,
+        "weights": hub.weights(run.task).name if tgif else None,
+        "device": hub.device_label if tgif else "CPU", "seconds": seconds, "notes": notes,
+        "metrics": scores, "text_effect": text_stats,
+    }
+    files = {"png": run.png, **write_record(run.folder, run.stem, record)}
     maps = {"error_1": errors[0], "error_2": errors[1], "text_effect": text_effect}
-    map_files = {name: str(save_image(folder / f"{name}.png", pixels, png_level=RUN_PNG_LEVEL))
+    map_files = {name: str(save_image(run.folder / f"{name}.png", pixels, png_level=RUN_PNG_LEVEL))
                  for name, pixels in maps.items() if pixels is not None}
     seconds["render"] = time.perf_counter() - start
-    total = time.perf_counter() - started
+    total = time.perf_counter() - run.started
     stage_text = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in seconds.items())
-    summary = (f"**Run {run_number}: {label}** on {hub.device_label if method == TGIF_METHOD else 'CPU'} · "
+    summary = (f"**Run {run.number}: {label}** on {hub.device_label if tgif else 'CPU'} · "
                f"{describe_size(pair.size)} · {total:.2f} s ({stage_text})")
     if notes:
         summary += "\n\n" + "\n".join(f"- {n}" for n in notes)
     progress(1.0, desc="Done")
-    run = {
-        "number": run_number, "label": f"Run {run_number} · {label}", "png": str(files["png"]),
-        "captions": captions, "use_text": use_text, "method": label, "metrics": scores[label],
-        "sources": [str(path) for path in views],
+    history_entry = {
+        "number": run.number, "label": f"Run {run.number} · {label}", "png": str(run.png),
+        "captions": run.captions, "use_text": run.use_text, "method": label, "metrics": scores[label],
+        "sources": [str(path) for path in run.views],
     }
     return FusionOutputs(to_uint8(fused), errors[0], errors[1], metric_table(scores), chart, summary,
-                         [str(p) for p in files.values()], run, text_effect, map_files)
+                         [str(p) for p in files.values()], history_entry, text_effect, map_files)
 
 
 #: zlib level of the PNG files a run writes (fused image, source views, maps): the same pixels as Pillow's
@@ -623,6 +697,7 @@ __all__ = [
     "TEXT_EFFECT_MIN_SCALE",
     "Analysis",
     "Comparison",
+    "FusedImage",
     "FusionOutputs",
     "add_object_phrase",
     "analyze_source",
@@ -630,6 +705,8 @@ __all__ = [
     "compare_runs",
     "discard_run_files",
     "find_run",
+    "finish_run",
+    "fuse_image",
     "mark_best",
     "metric_table",
     "parse_task",
