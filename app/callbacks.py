@@ -49,6 +49,7 @@ from tgif.io.image import (
 from tgif.io.pair import ImagePair, load_pair
 from tgif.metrics import METRICS, PAPER_METRICS, best_value, compute_metrics, gray_levels_of
 from tgif.perception import Perception
+from tgif.pipeline import FusionResult
 from tgif.report import metric_deltas, write_record
 from tgif.session import PERCEPTION_MAX_SIDE
 from tgif.tasks import TASK_SPECS
@@ -413,7 +414,7 @@ class FusedImage:
     notes: list[str]
     seconds: dict[str, float]
     started: float  # time.perf_counter() at the click
-    result: Any = None  # the TGIF run's tgif.pipeline.FusionResult (None for a baseline)
+    result: FusionResult | None = None  # the TGIF run's result (None for a baseline)
 
     @property
     def summary(self) -> str:
@@ -616,7 +617,7 @@ def _source_view_pngs(entry: LoadedPair) -> list[bytes]:
 TEXT_EFFECT_MIN_SCALE = 2.0 / 255.0
 
 
-def _effect_scale(result: Any) -> float:
+def _effect_scale(result: FusionResult) -> float:
     """The text-effect map's half-width: the 99.9th percentile of |Δ| (a few strong pixels set it)."""
     return float(np.percentile(np.abs(result.luminance - result.reference_luminance), 99.9))
 
