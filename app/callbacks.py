@@ -9,6 +9,7 @@ a result already computed is never thrown away because a later step failed.
 from __future__ import annotations
 
 import functools
+import inspect
 import io
 import logging
 import os
@@ -29,7 +30,7 @@ from PIL import Image
 from app.models import LoadedPair, ModelHub
 from tgif import __version__
 from tgif.baselines import BASELINES
-from tgif.captions.base import Caption
+from tgif.captions.base import Caption, Captioner
 from tgif.captions.dataset import CaptionedSource, caption_image
 from tgif.captions.redact import scrub
 from tgif.captions.steering import add_phrase, box_position, highlight_phrase
@@ -48,8 +49,9 @@ from tgif.io.image import (
 from tgif.io.pair import ImagePair, load_pair
 from tgif.metrics import METRICS, PAPER_METRICS, best_value, compute_metrics, gray_levels_of
 from tgif.perception import Perception
-from tgif.report import metric_deltas, write_run
-from tgif.session import PERCEPTION_MAX_SIDE, PairSession
+from tgif.pipeline import FusionResult
+from tgif.report import metric_deltas, write_record
+from tgif.session import PERCEPTION_MAX_SIDE
 from tgif.tasks import TASK_SPECS
 from tgif.visualize import ERROR_MAP_VMAX, difference_map, error_map, metrics_chart_html
 
@@ -81,27 +83,42 @@ def user_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
     """Turn library errors into a ``gr.Error`` with their message; anything else into a short, key-free one.
 
     A user's error (a ``gr.Error`` or a library error) is logged as one line and gradio is told not to print its
-    traceback; only an unexpected error writes a traceback to the server log.
+    traceback; only an unexpected error writes a traceback to the server log. A generator handler (one that
+    yields partial results) is wrapped as a generator, its errors translated wherever it raises them.
     """
+    if inspect.isgeneratorfunction(handler):
+        @functools.wraps(handler)
+        def wrapped_generator(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            with _as_user_error(handler.__name__):
+                yield from handler(*args, **kwargs)
+
+        return wrapped_generator
 
     @functools.wraps(handler)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        try:
+        with _as_user_error(handler.__name__):
             return handler(*args, **kwargs)
-        except gr.Error as exc:
-            logger.info("%s: user error: %s", handler.__name__, exc)
-            exc.print_exception = False
-            raise
-        except TgifError as exc:
-            message = _clean(str(exc))
-            logger.info("%s: user error: %s", handler.__name__, message)
-            raise gr.Error(message, print_exception=False) from None
-        except Exception as exc:  # noqa: BLE001 - the page must get a message, never a stack trace
-            logger.exception("%s failed", handler.__name__)
-            raise gr.Error(f"Unexpected error in {handler.__name__}: {_clean(f'{type(exc).__name__}: {exc}')}"
-                           " (details in the server log)", print_exception=False) from None
 
     return wrapped
+
+
+@contextmanager
+def _as_user_error(name: str) -> Iterator[None]:
+    """The error translation of :func:`user_errors` for the handler called ``name``."""
+    try:
+        yield
+    except gr.Error as exc:
+        logger.info("%s: user error: %s", name, exc)
+        exc.print_exception = False
+        raise
+    except TgifError as exc:
+        message = _clean(str(exc))
+        logger.info("%s: user error: %s", name, message)
+        raise gr.Error(message, print_exception=False) from None
+    except Exception as exc:  # noqa: BLE001 - the page must get a message, never a stack trace
+        logger.exception("%s failed", name)
+        raise gr.Error(f"Unexpected error in {name}: {_clean(f'{type(exc).__name__}: {exc}')}"
+                       " (details in the server log)", print_exception=False) from None
 
 
 def _clean(message: str) -> str:
@@ -172,13 +189,13 @@ def _annotations(rgb: np.ndarray, perception: Perception) -> tuple[tuple, tuple]
     return (rgb, boxes), (rgb, regions)
 
 
-def _draft(hub: ModelHub, pixels: np.ndarray, modality: str, task: str,
-           session_id: str) -> tuple[np.ndarray, CaptionedSource]:
-    """Perceive a source (at most PERCEPTION_MAX_SIDE) and draft its caption; what perception lacked is a warning
-    (once per browser session)."""
+def _draft(hub: ModelHub, pixels: np.ndarray, modality: str, task: str, session_id: str,
+           captioner: Captioner | None = None) -> tuple[np.ndarray, CaptionedSource]:
+    """Perceive a source (at most PERCEPTION_MAX_SIDE) and draft its caption (by ``captioner``, default the hub's);
+    what perception lacked is a warning (once per browser session)."""
     rgb = fit_within(as_rgb_uint8(pixels), PERCEPTION_MAX_SIDE)
     drafted = caption_image(rgb, modality=modality, task=task, perceiver=hub.perceiver(),
-                            captioner=hub.captioner())
+                            captioner=captioner or hub.captioner())
     for note in drafted.perception.notes:
         warn_once(hub, session_id, _clean(note))
     return rgb, drafted
@@ -286,20 +303,53 @@ def validate_fuse(path_1: str | None, path_2: str | None, task_value: str, *sett
     return [*checks, *others]
 
 
-def _prepare_captions(session: PairSession, captions: list[str]) -> list[str]:
-    """Clean (control characters out; unencodable text is an error), cut overlong ones, draft empty ones (from the
-    session's drafts)."""
+def _clean_captions(captions: list[str]) -> list[str]:
+    """Clean both captions (control characters out; unencodable text is an error) and cut overlong ones; an empty
+    result stays empty (it is drafted: :func:`_run_drafts`)."""
+    cleaned = []
     for index in range(2):
         text = clean_caption(captions[index] or "", f"Caption {index + 1}")
         if len(text) > MAX_CAPTION_CHARS:
             gr.Warning(f"Caption {index + 1} is {len(text)} characters long; "
                        f"only its first {MAX_CAPTION_CHARS} are used.")
             text = text[:MAX_CAPTION_CHARS]
-        if not text:
-            text = session.drafts()[index].caption.text
-            gr.Info(f"Caption {index + 1} was empty, so one was drafted: “{text[:80]}…”")
-        captions[index] = text
-    return captions
+        cleaned.append(text)
+    return cleaned
+
+
+#: How a run's record names where each draft it used came from (``run["drafts"]``).
+DRAFT_ORIGINS = {
+    "analysis": "the upload's analysis",
+    "empty": "drafted at Fuse for an empty caption",
+    "typed": "drafted offline at Fuse (caption typed: no caption-server request)",
+}
+
+
+def _run_drafts(hub: ModelHub, pair: ImagePair, paths: tuple[str | None, str | None], task_value: str,
+                captions: list[str], session_id: str) -> tuple[list[CaptionedSource], list[str]]:
+    """The drafts a TGIF run reads (the text-effect reference, the network trunk's scene, empty captions) and where
+    each came from (a key of :data:`DRAFT_ORIGINS`).
+
+    An upload's analysis already drafted its source: that draft is used. Otherwise only an empty caption is
+    drafted by the configured captioner (GPT when set up); for a typed caption, whose draft no one reads, the
+    offline template drafter writes it, so a script that sends its own captions never pays for a GPT call.
+    """
+    drafts: list[CaptionedSource] = []
+    origins: list[str] = []
+    for which, (path, caption, source) in enumerate(zip(paths, captions, (pair.a, pair.b)), start=1):
+        key = (path, task_value, which)
+        draft, origin = hub.draft(key), "analysis"
+        if draft is None:
+            origin = "typed" if caption else "empty"
+            offline = (*key, "template")  # kept apart: an emptied caption later still gets the captioner's draft
+            draft = hub.draft(offline) if caption else None
+            if draft is None:
+                draft = _draft(hub, source.pixels, source_labels(task_value)[which - 1], pair.task or "ivf",
+                               session_id, captioner=hub.offline_captioner() if caption else None)[1]
+                hub.remember_draft(offline if caption else key, draft)
+        drafts.append(draft)
+        origins.append(origin)
+    return drafts, origins
 
 
 def _load_pair(hub: ModelHub, path_1: str | None, path_2: str | None, task_value: str, task: str,
@@ -339,17 +389,62 @@ def _waiting_text(ahead: int) -> str:
     return f"Waiting for the network: {ahead} job{'s' if ahead > 1 else ''} ahead of this one"
 
 
+@dataclass
+class FusedImage:
+    """The first result of a Fuse click (:func:`fuse_image`): the fused image, already on disk with the source views
+    (what the page shows first), and what :func:`finish_run` needs to score, map and record the run."""
+
+    number: int
+    run_id: str
+    folder: Path
+    stem: str
+    task: str
+    task_value: str
+    method: str  # the method chosen (TGIF_METHOD or a baseline)
+    label: str  # the run's label ("TGIF", "TGIF (no text)", a baseline)
+    use_text: bool
+    entry: LoadedPair
+    fused: np.ndarray  # float in [0, 1], the pixels of ``png``
+    png: Path
+    views: list[Path]
+    captions: list[str]
+    authors: list[str]
+    scene: list[str] | None
+    drafts: list[dict[str, str]] | None  # the drafts a TGIF run with text read, and their origin
+    notes: list[str]
+    seconds: dict[str, float]
+    started: float  # time.perf_counter() at the click
+    result: FusionResult | None = None  # the TGIF run's result (None for a baseline)
+
+    @property
+    def summary(self) -> str:
+        """What the page says while the rest of the run is computed."""
+        return (f"**Run {self.number}: {self.label}** · fused in {time.perf_counter() - self.started:.2f} s; "
+                "maps, metrics and downloads follow…")
+
+
 def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value: str, caption_1: str,
                caption_2: str, use_text: bool, method: str, resize: bool, run_number: int,
                progress: Callable[..., Any] = lambda *a, **k: None, session_id: str = "default") -> FusionOutputs:
-    """Fuse, score and render one run of the browser session ``session_id``; writes its PNG, JSON and CSV.
+    """Fuse, score and render one run of the browser session ``session_id`` (:func:`fuse_image`, then
+    :func:`finish_run`); writes its PNG, JSON and CSV."""
+    return finish_run(hub, fuse_image(hub, path_1, path_2, task_value, caption_1, caption_2, use_text, method,
+                                      resize, run_number, progress, session_id), progress)
+
+
+def fuse_image(hub: ModelHub, path_1: str | None, path_2: str | None, task_value: str, caption_1: str,
+               caption_2: str, use_text: bool, method: str, resize: bool, run_number: int,
+               progress: Callable[..., Any] = lambda *a, **k: None, session_id: str = "default") -> FusedImage:
+    """The first half of a run: load the pair, fuse it, write the fused PNG and the source views.
 
     The pair is decoded once per browser session and pair (:meth:`ModelHub.loaded_pair`) and fused through
     its :class:`~tgif.session.PairSession`: a caption edit re-runs only the text features and the decoder.
     Captions are drafted (when empty, and for the text-effect reference) before the job takes a network slot
     (:meth:`ModelHub.network_slot`); only the fusion itself holds one.
-    With TGIF and text on, the pair is also decoded under the drafted captions (the uploads' analyses, or
-    drafted now): the run's text-effect map is this run minus that one, i.e. what the caption edits changed.
+    With TGIF and text on, the pair is also decoded under the drafted captions (the uploads' analyses, or drafted
+    now: by the configured captioner for an empty caption, offline for a typed one, see :func:`_run_drafts`; the
+    record's ``drafts`` says which): the run's text-effect map (:func:`finish_run`) is this run minus that one,
+    i.e. what the caption edits changed.
     """
     started = time.perf_counter()
     task, _ = parse_task(task_value)
@@ -363,7 +458,8 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
     seconds: dict[str, float] = {"load": time.perf_counter() - started}
     notes: list[str] = list(entry.notes)
     captions, authors, scene = ["", ""], ["", ""], None
-    text_effect, text_stats = None, None
+    record_drafts: list[dict[str, str]] | None = None  # the drafts a TGIF run with text read, and their origin
+    result = None
     if method == TGIF_METHOD:
         if not hub.has_tgif(task):
             raise gr.Error(f"The TGIF model for {task.upper()} is missing ({hub.weights(task).name}); "
@@ -372,14 +468,26 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
         start = time.perf_counter()
         session = hub.pair_session(entry, task_value)
         fuser = session.fuser
-        session.use_drafts((hub.draft((path_1, task_value, 1)), hub.draft((path_2, task_value, 2))))
         seconds["model"] = time.perf_counter() - start
         use_text = bool(use_text) and fuser.uses_text
         reference = None
         if use_text:
             progress(0.2, desc="Checking captions")
             start = time.perf_counter()
-            captions = _prepare_captions(session, [caption_1, caption_2])
+            captions = _clean_captions([caption_1, caption_2])
+            drafts, draft_origins = _run_drafts(hub, pair, (path_1, path_2), task_value, captions, session_id)
+            session.use_drafts((drafts[0], drafts[1]))
+            for index, draft in enumerate(drafts):
+                if not captions[index]:
+                    captions[index] = draft.caption.text
+                    gr.Info(f"Caption {index + 1} was empty, so one was drafted: “{captions[index][:80]}…”")
+            record_drafts = [{"captioner": draft.caption.captioner, "from": DRAFT_ORIGINS[origin]}
+                             for draft, origin in zip(drafts, draft_origins)]
+            offline = [str(index + 1) for index, origin in enumerate(draft_origins) if origin == "typed"]
+            if offline and hub.captioner().name != hub.offline_captioner().name:
+                notes.append(f"Caption {' and '.join(offline)} typed: the draft{'s' if len(offline) > 1 else ''} "
+                             "the text-effect map compares with came from the offline template drafter, not GPT "
+                             "(no caption-server request).")
             if fuser.max_tokens:
                 for index, text in enumerate(captions):
                     count = fuser.text_encoder.token_count(text)
@@ -399,16 +507,6 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
         authors = list(result.caption_sources)
         scene = list(result.scene_captions) if result.scene_captions is not None else None
         fused = result.image
-        if result.reference_luminance is not None:
-            text_effect, vmax = difference_map(result.reference_luminance, result.luminance,
-                                               vmax=max(TEXT_EFFECT_MIN_SCALE, _effect_scale(result)))
-            change = np.abs(result.luminance - result.reference_luminance) * 255.0
-            text_stats = {"mean_abs": float(change.mean()), "max_abs": float(change.max()),
-                          "changed_3_levels": float((change >= 3).mean()), "scale": vmax * 255.0}
-            notes.append(f"Text effect (this run − drafted captions): mean |Δ| {text_stats['mean_abs']:.2f} grey "
-                         f"levels, max {text_stats['max_abs']:.0f}; "
-                         f"{100 * text_stats['changed_3_levels']:.1f}% of pixels "
-                         "changed by 3 levels or more.")
         for key, value in result.seconds.items():
             seconds[key] = seconds.get(key, 0.0) + value
         notes.extend(result.notes)
@@ -420,55 +518,80 @@ def run_fusion(hub: ModelHub, path_1: str | None, path_2: str | None, task_value
             fused = BASELINES[method].fuse(pair)
             seconds["network"] = time.perf_counter() - start
         label, use_text = method, False
-    progress(0.7, desc="Scoring against the classic baselines")
-    start = time.perf_counter()
-    source_levels = gray_levels_of(pair.a.pixels), gray_levels_of(pair.b.pixels)
-    scores = {label: compute_metrics(gray_levels_of(fused), *source_levels)}
-    for name, values in hub.baselines(pair, entry=entry).items():
-        if name != label:
-            scores[name] = values
-    seconds["metrics"] = time.perf_counter() - start
-    progress(0.85, desc="Drawing maps and saving files")
-    start = time.perf_counter()
-    errors = [error_map(fused, source.pixels) for source in (pair.a, pair.b)]
-    chart = metrics_chart_html(scores, highlight=label, metrics=PAPER_METRICS,
-                               title=f"{label} vs classic baselines on this pair")
     run_id = f"run{run_number:02d}-{secrets.token_hex(8)}"  # 64 random bits: run-file URLs are not guessable
-    names = source_labels(task_value)
-    record = {
-        "run": run_id, "tgif_version": __version__, "task": task, "task_choice": task_value,
-        "sources": [{"name": s.name, "modality": n, "size": list(s.size), "original_size": list(s.original_size),
-                     "notes": s.notes} for s, n in zip((pair.a, pair.b), names)],
-        "method": label, "use_text": use_text, "captions": captions, "caption_authors": authors,
-        "scene_captions": scene,
-        "weights": hub.weights(task).name if method == TGIF_METHOD else None,
-        "device": hub.device_label if method == TGIF_METHOD else "CPU", "seconds": seconds, "notes": notes,
-        "metrics": scores, "text_effect": text_stats,
-    }
     folder = hub.config.output_dir / run_id
-    files = write_run(folder, f"tgif_{task}_{run_id}", fused, record, png_level=RUN_PNG_LEVEL)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"tgif_{task}_{run_id}"
+    png = save_image(folder / f"{stem}.png", fused, png_level=RUN_PNG_LEVEL)
     views = []
     for index, data in enumerate(_source_view_pngs(entry)):
         views.append(folder / f"source_{index + 1}.png")
         views[-1].write_bytes(data)
+    return FusedImage(run_number, run_id, folder, stem, task, task_value, method, label, use_text, entry, fused, png,
+                      views, captions, authors, scene, record_drafts, notes, seconds, started, result)
+
+
+def finish_run(hub: ModelHub, run: FusedImage,
+               progress: Callable[..., Any] = lambda *a, **k: None) -> FusionOutputs:
+    """The second half of a run: the text-effect map (TGIF with text), the metrics against the classic baselines,
+    the error maps and chart, and the run's record (JSON, CSV)."""
+    pair, fused, label, seconds, notes = run.entry.pair, run.fused, run.label, run.seconds, run.notes
+    text_effect, text_stats = None, None
+    result = run.result
+    if result is not None and result.reference_luminance is not None:
+        text_effect, vmax = difference_map(result.reference_luminance, result.luminance,
+                                           vmax=max(TEXT_EFFECT_MIN_SCALE, _effect_scale(result)))
+        change = np.abs(result.luminance - result.reference_luminance) * 255.0
+        text_stats = {"mean_abs": float(change.mean()), "max_abs": float(change.max()),
+                      "changed_3_levels": float((change >= 3).mean()), "scale": vmax * 255.0}
+        notes.append(f"Text effect (this run − drafted captions): mean |Δ| {text_stats['mean_abs']:.2f} grey "
+                     f"levels, max {text_stats['max_abs']:.0f}; "
+                     f"{100 * text_stats['changed_3_levels']:.1f}% of pixels "
+                     "changed by 3 levels or more.")
+    progress(0.1, desc="Scoring against the classic baselines")
+    start = time.perf_counter()
+    source_levels = gray_levels_of(pair.a.pixels), gray_levels_of(pair.b.pixels)
+    scores = {label: compute_metrics(gray_levels_of(fused), *source_levels)}
+    for name, values in hub.baselines(pair, entry=run.entry).items():
+        if name != label:
+            scores[name] = values
+    seconds["metrics"] = time.perf_counter() - start
+    progress(0.7, desc="Drawing maps and saving files")
+    start = time.perf_counter()
+    errors = [error_map(fused, source.pixels) for source in (pair.a, pair.b)]
+    chart = metrics_chart_html(scores, highlight=label, metrics=PAPER_METRICS,
+                               title=f"{label} vs classic baselines on this pair")
+    names = source_labels(run.task_value)
+    tgif = run.method == TGIF_METHOD
+    record = {
+        "run": run.run_id, "tgif_version": __version__, "task": run.task, "task_choice": run.task_value,
+        "sources": [{"name": s.name, "modality": n, "size": list(s.size), "original_size": list(s.original_size),
+                     "notes": s.notes} for s, n in zip((pair.a, pair.b), names)],
+        "method": label, "use_text": run.use_text, "captions": run.captions, "caption_authors": run.authors,
+        "scene_captions": run.scene, "drafts": run.drafts,
+        "weights": hub.weights(run.task).name if tgif else None,
+        "device": hub.device_label if tgif else "CPU", "seconds": seconds, "notes": notes,
+        "metrics": scores, "text_effect": text_stats,
+    }
+    files = {"png": run.png, **write_record(run.folder, run.stem, record)}
     maps = {"error_1": errors[0], "error_2": errors[1], "text_effect": text_effect}
-    map_files = {name: str(save_image(folder / f"{name}.png", pixels, png_level=RUN_PNG_LEVEL))
+    map_files = {name: str(save_image(run.folder / f"{name}.png", pixels, png_level=RUN_PNG_LEVEL))
                  for name, pixels in maps.items() if pixels is not None}
     seconds["render"] = time.perf_counter() - start
-    total = time.perf_counter() - started
+    total = time.perf_counter() - run.started
     stage_text = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in seconds.items())
-    summary = (f"**Run {run_number}: {label}** on {hub.device_label if method == TGIF_METHOD else 'CPU'} · "
+    summary = (f"**Run {run.number}: {label}** on {hub.device_label if tgif else 'CPU'} · "
                f"{describe_size(pair.size)} · {total:.2f} s ({stage_text})")
     if notes:
         summary += "\n\n" + "\n".join(f"- {n}" for n in notes)
     progress(1.0, desc="Done")
-    run = {
-        "number": run_number, "label": f"Run {run_number} · {label}", "png": str(files["png"]),
-        "captions": captions, "use_text": use_text, "method": label, "metrics": scores[label],
-        "sources": [str(path) for path in views],
+    history_entry = {
+        "number": run.number, "label": f"Run {run.number} · {label}", "png": str(run.png),
+        "captions": run.captions, "use_text": run.use_text, "method": label, "metrics": scores[label],
+        "sources": [str(path) for path in run.views],
     }
     return FusionOutputs(to_uint8(fused), errors[0], errors[1], metric_table(scores), chart, summary,
-                         [str(p) for p in files.values()], run, text_effect, map_files)
+                         [str(p) for p in files.values()], history_entry, text_effect, map_files)
 
 
 #: zlib level of the PNG files a run writes (fused image, source views, maps): the same pixels as Pillow's
@@ -494,7 +617,7 @@ def _source_view_pngs(entry: LoadedPair) -> list[bytes]:
 TEXT_EFFECT_MIN_SCALE = 2.0 / 255.0
 
 
-def _effect_scale(result: Any) -> float:
+def _effect_scale(result: FusionResult) -> float:
     """The text-effect map's half-width: the 99.9th percentile of |Δ| (a few strong pixels set it)."""
     return float(np.percentile(np.abs(result.luminance - result.reference_luminance), 99.9))
 
@@ -575,6 +698,7 @@ __all__ = [
     "TEXT_EFFECT_MIN_SCALE",
     "Analysis",
     "Comparison",
+    "FusedImage",
     "FusionOutputs",
     "add_object_phrase",
     "analyze_source",
@@ -582,6 +706,8 @@ __all__ = [
     "compare_runs",
     "discard_run_files",
     "find_run",
+    "finish_run",
+    "fuse_image",
     "mark_best",
     "metric_table",
     "parse_task",

@@ -18,12 +18,16 @@ from app.callbacks import (
     RUN_PNG_LEVEL,
     TASK_CHOICES,
     TGIF_METHOD,
+    FusedImage,
+    FusionOutputs,
     add_object_phrase,
     add_to_history,
     analyze_source,
     compare_runs,
     discard_run_files,
     find_run,
+    finish_run,
+    fuse_image,
     mark_best,
     parse_task,
     run_fusion,
@@ -40,10 +44,12 @@ from tgif.visualize import ERROR_MAP_VMAX
 logger = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "examples"
-#: Bundled example pairs: (task choice, source 1, source 2).
+#: Bundled example pairs: (task choice, source 1, source 2). IVF: real TNO pairs (assets/examples/tno/LICENCE.md);
+#: MIF, MEF and MFF: synthetic, as no real pair of those may be redistributed (assets/README.md).
 EXAMPLES: list[tuple[str, str, str]] = [
-    ("ivf", "ivf_person/ir.png", "ivf_person/vi.png"),
-    ("ivf", "ivf/ir.png", "ivf/vi.png"),
+    ("ivf", "tno/kaptein_1654/ir.png", "tno/kaptein_1654/vi.png"),
+    ("ivf", "tno/marne_24/ir.png", "tno/marne_24/vi.png"),
+    ("ivf", "tno/bosnia/ir.png", "tno/bosnia/vi.png"),
     ("mif-ct", "mif/mri.png", "mif/ct.png"),
     ("mef", "mef/under.png", "mef/over.png"),
     ("mff", "mff/near.png", "mff/far.png"),
@@ -158,7 +164,9 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
         examples = gr.Examples(
             examples=[[t, str(ASSETS / a), str(ASSETS / b)] for t, a, b in EXAMPLES],
             inputs=[task, sources[0]["image"], sources[1]["image"]],
-            label="Examples: click one to load it (bundled, CC0 / public domain; see assets/README.md)",
+            label="Examples: click one to load it. IVF: TNO Image Fusion Dataset (A. Toet, TNO Soesterberg, The "
+                  "Netherlands), doi:10.6084/m9.figshare.1008029; MIF, MEF, MFF: synthetic (CC0 / public domain). "
+                  "Sources and licences: assets/README.md",
         )
         # the table lists every task's pairs: the uploads' labels name the first task's modalities (infrared,
         # visible), which would head the exposure and focus rows too
@@ -188,6 +196,8 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
             plot = gr.HTML(label="Metrics chart", show_label=True, elem_id="metrics_plot")
         files = gr.File(label="Downloads: fused PNG, run record (JSON, CSV)", file_count="multiple",
                         interactive=False, elem_id="downloads")
+        pending = gr.State(None)  # a run between its fused image and its maps and metrics (FusedImage)
+        api_fuse = gr.Button(visible=False)  # its click is the API's /fuse (the whole run in one call)
 
         with gr.Accordion("Compare two runs (caption A vs caption B)", open=True):
             with gr.Row():
@@ -248,16 +258,11 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
             *analyses[0], api_name=False, concurrency_id=DRAFT_QUEUE, show_progress_on=[sources[0]["detection"]]).then(
             *analyses[1], api_name=False, concurrency_id=DRAFT_QUEUE, show_progress_on=[sources[1]["detection"]])
 
-        @user_errors
-        def fuse_pair(path_1, path_2, task_value, caption_1, caption_2, text_on, method_name, resize_on,
-                      slider_source, history, request: gr.Request, progress=gr.Progress()) -> tuple:  # noqa: B008
-            number = (history[-1]["number"] + 1) if history else 1
-            out = run_fusion(hub, path_1, path_2, task_value, caption_1, caption_2, text_on, method_name,
-                             resize_on, number, progress=progress, session_id=_session_id(request))
+        def run_outputs(out: FusionOutputs, history: list, slider_source: str) -> tuple:
+            """The panels of a finished run (from its files: the run's PNGs already hold the pixels, so gradio is
+            given paths, not arrays to encode again, ~100 ms per 640x480 map at its zlib level 6)."""
             history = add_to_history(history, out.run, config.history, config.output_dir)
             choices = [run["label"] for run in history]
-            # The run's PNG files already hold these pixels: hand gradio the paths, not arrays to encode again
-            # (at gradio's zlib level 6 that is about 100 ms per 640x480 map).
             fused_png, (view_1_png, view_2_png) = out.run["png"], out.run["sources"]
             before = view_1_png if slider_source == SLIDER_CHOICES[0] else view_2_png
             previous = choices[-2] if len(choices) > 1 else None
@@ -265,6 +270,35 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
             return (fused_png, view_1_png, view_2_png, (before, fused_png), maps["error_1"], maps["error_2"],
                     maps.get("text_effect"), mark_best(out.table), out.chart, out.summary, out.files, history,
                     gr.update(choices=choices, value=previous), gr.update(choices=choices, value=choices[-1]))
+
+        @user_errors
+        def fuse_pair(path_1, path_2, task_value, caption_1, caption_2, text_on, method_name, resize_on,
+                      slider_source, history, request: gr.Request, progress=gr.Progress()) -> tuple:  # noqa: B008
+            """The whole run in one call (the API's ``/fuse``)."""
+            number = (history[-1]["number"] + 1) if history else 1
+            out = run_fusion(hub, path_1, path_2, task_value, caption_1, caption_2, text_on, method_name,
+                             resize_on, number, progress=progress, session_id=_session_id(request))
+            return run_outputs(out, history, slider_source)
+
+        @user_errors
+        def fuse_first(path_1, path_2, task_value, caption_1, caption_2, text_on, method_name, resize_on,
+                       slider_source, history, request: gr.Request, progress=gr.Progress()):  # noqa: B008
+            """The page's first half of a run: the button says it is busy (at once, in the same event), then the
+            fused image, the source views and the slider."""
+            yield gr.update(interactive=False, value="Fusing…"), *[gr.skip()] * 6
+            number = (history[-1]["number"] + 1) if history else 1
+            first = fuse_image(hub, path_1, path_2, task_value, caption_1, caption_2, text_on, method_name,
+                               resize_on, number, progress=progress, session_id=_session_id(request))
+            views = [str(path) for path in first.views]
+            before = views[0] if slider_source == SLIDER_CHOICES[0] else views[1]
+            yield gr.skip(), str(first.png), views[0], views[1], (before, str(first.png)), first.summary, first
+
+        @user_errors
+        def fuse_rest(first: FusedImage, slider_source: str, history: list,
+                      progress=gr.Progress()) -> tuple:  # noqa: B008
+            """The page's second half of a run: maps, metrics, chart, downloads and the run history."""
+            out = finish_run(hub, first, progress=progress)
+            return run_outputs(out, history, slider_source)[4:] + (None,)
 
         @user_errors
         def compare(label_a: str | None, label_b: str | None, history: list) -> tuple:
@@ -288,28 +322,34 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
         compare_outputs = [compare_a, compare_b, compare_diff, compare_table, compare_text]
         fuse_inputs = [sources[0]["image"], sources[1]["image"], task, sources[0]["caption"], sources[1]["caption"],
                        use_text, method, resize, slider_with, runs]
-        # checked before anything is queued: a failed check is shown on its input, the button and panels stay as
-        # they are; then the button says it is busy while the job runs (and comes back however the job ends)
-        job = fuse.click(lambda *values: gr.update(interactive=False, value="Fusing…"), fuse_inputs, fuse,
-                         validator=validate_fuse, concurrency_limit=None, api_name=False, show_progress="hidden").then(
-            fuse_pair, fuse_inputs,
-            [fused, view_1, view_2, slider, error_1, error_2, text_effect, table, plot, summary, files, runs, run_a,
-             run_b],
+        first_outputs = [fused, view_1, view_2, slider, summary]
+        rest_outputs = [error_1, error_2, text_effect, table, plot, summary, files, runs, run_a, run_b]
+        # the API's /fuse: the whole run in one call (a button the page does not show)
+        api_fuse.click(fuse_pair, fuse_inputs, first_outputs[:4] + rest_outputs, api_name="fuse",
+                       concurrency_id=MODEL_QUEUE, concurrency_limit=config.concurrency + config.draft_concurrency)
+        # the page's Fuse: checked before anything is queued (a failed check is shown on its input, the button and
+        # panels stay as they are); then the button says it is busy while the job runs, the fused image and slider
+        # come as soon as the network returns, and the maps, metrics and chart follow, each panel with its progress
+        first = fuse.click(
+            fuse_first, fuse_inputs, [fuse, *first_outputs, pending], validator=validate_fuse, api_name=False,
             # a job drafts its missing captions before it takes a network slot (ModelHub.network_slot), so the
             # queue lets drafting jobs in beside the fusing ones
-            api_name="fuse", concurrency_id=MODEL_QUEUE,
-            concurrency_limit=config.concurrency + config.draft_concurrency,
+            concurrency_id=MODEL_QUEUE, concurrency_limit=config.concurrency + config.draft_concurrency,
             scroll_to_output=True,
             show_progress_on=[fused],  # progress (and a failure) shows on the result, not on every panel
         )
-        job.then(lambda: gr.update(interactive=True, value="Fuse"), None, fuse, queue=False, api_name=False)
+        rest = first.success(fuse_rest, [pending, slider_with, runs], [*rest_outputs, pending], api_name=False,
+                             concurrency_id=MODEL_QUEUE, show_progress_on=[error_1, error_2, text_effect, table, plot])
+
         # a failed Fuse leaves the panels as they were, says so in the summary and gives the button back
         def after_failure(history: list) -> tuple:
             last = f"; the results below are from run {history[-1]['number']}" if history else ""
             return f"**The last Fuse failed** (the message says why){last}.", gr.update(interactive=True, value="Fuse")
 
-        job.failure(after_failure, [runs], [summary, fuse], queue=False, api_name=False)
-        job.success(compare, [run_a, run_b, runs], compare_outputs, api_name=False)
+        for step in (first, rest):
+            step.failure(after_failure, [runs], [summary, fuse], queue=False, api_name=False)
+        rest.then(lambda: gr.update(interactive=True, value="Fuse"), None, fuse, queue=False, api_name=False)
+        rest.success(compare, [run_a, run_b, runs], compare_outputs, api_name=False)
         run_a.input(compare, [run_a, run_b, runs], compare_outputs, api_name="compare")
         run_b.input(compare, [run_a, run_b, runs], compare_outputs, api_name=False)
         slider_with.input(restack_slider, [slider_with, runs], [slider], api_name=False)

@@ -28,7 +28,7 @@ import torch
 
 from app.config import AppConfig
 from tgif.baselines import BASELINES
-from tgif.captions import Captioner, build_captioner
+from tgif.captions import Captioner, TemplateCaptioner, build_captioner
 from tgif.captions.dataset import CaptionedSource
 from tgif.io.pair import ImagePair
 from tgif.metrics import compute_metrics, gray_levels_of
@@ -82,6 +82,7 @@ class ModelHub:
         self._lock = threading.RLock()
         self._perceiver: Perceiver | None = None
         self._captioner: Captioner | None = None
+        self._offline_captioner: Captioner | None = None
         self._encoders: dict[str, TextEncoder] = {}
         self._fusers: dict[Path, TGIFFuser] = {}
         self._baselines: OrderedDict[str, dict[str, np.ndarray | dict[str, float]]] = OrderedDict()
@@ -166,6 +167,14 @@ class ModelHub:
             if self._captioner is None:
                 self._captioner = build_captioner(self.config.captioner)
             return self._captioner
+
+    def offline_captioner(self) -> Captioner:
+        """The template drafter, which needs no caption server: it drafts what only the text-effect reference reads
+        (the drafts of captions a user typed), so that no GPT request is made for a draft nobody reads."""
+        with self._lock:
+            if self._offline_captioner is None:
+                self._offline_captioner = TemplateCaptioner()
+            return self._offline_captioner
 
     def weights(self, task: str) -> Path:
         """The checkpoint that serves ``task`` (MIF uses the IVF model)."""

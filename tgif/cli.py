@@ -26,10 +26,10 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from tgif import __version__, parallel
-from tgif.captions.base import CAPTION_MODES
+from tgif import __version__
 from tgif.errors import TgifError
-from tgif.tasks import TASK_NAMES
+from tgif.names import BASELINE_NAMES, CAPTION_MODES
+from tgif.tasks import TASK_NAMES, TASKS
 
 logger = logging.getLogger("tgif")
 
@@ -54,10 +54,8 @@ TILE_HELP = ("tiles to fuse in, SIZE/OVERLAP pixels (e.g. 320/32), or 0 for whol
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with all sub-commands."""
-    from tgif.baselines import BASELINES
-    from tgif.io.pair import TASKS
-
+    """The argument parser with all sub-commands (built from :mod:`tgif.names` and :mod:`tgif.tasks` only: no
+    numpy, torch or model imports, so that ``tgif --help`` starts at once)."""
     parser = argparse.ArgumentParser(prog="tgif",
                                      description="Text-guided image fusion: fuse, score and benchmark image pairs.")
     parser.add_argument("--version", action="version", version=f"tgif {__version__}")
@@ -69,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("src1", help="first source (IVF: infrared, MIF: MRI, MEF: under-exposed, MFF: near focus)")
     fuse.add_argument("src2", help="second source (IVF: visible, MIF: CT/PET/SPECT, MEF: over-exposed, MFF: far focus)")
     fuse.add_argument("-o", "--output", required=True, help="output image path (.png recommended)")
-    fuse.add_argument("--method", default="tgif", choices=["tgif"] + sorted(BASELINES),
+    fuse.add_argument("--method", default="tgif", choices=["tgif"] + sorted(BASELINE_NAMES),
                       help="fusion method (default: tgif, the trained text-guided network; or a classic baseline)")
     fuse.add_argument("--task", choices=TASK_NAMES, default=None,
                       help="fusion task and modalities (mif: CT, or PET/SPECT when the files' folders say so; "
@@ -83,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("--caption2", default=None, help="caption of SRC2")
     fuse.add_argument("--no-text", action="store_true", help="TGIF without text guidance")
     fuse.add_argument("--tile", default=None, help=TILE_HELP)
-    fuse.add_argument("--captioner", default="auto", choices=["auto", "template", "gpt"], help="who drafts captions")
+    fuse.add_argument("--captioner", default="auto", choices=["auto", "template", "gpt"],
+                      help="who drafts captions when --caption1/--caption2 are not given (given captions: no caption "
+                           "server is asked; the template drafter writes the drafts the network's trunk reads)")
     fuse.add_argument("--metrics", action="store_true",
                       help="also print the six metrics of the saved result (tgif: beside the best classic baseline's)")
     _add_loading_options(fuse)
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--tasks", default=None,
                     help="instead of --dataset: every dataset of these tasks (comma list or 'all')")
     ev.add_argument("--method", "--methods", default="laplacian",
-                    help=f"method(s), comma list or 'all' ({', '.join(BASELINES)}, tgif, and tgif[empty], "
+                    help=f"method(s), comma list or 'all' ({', '.join(BASELINE_NAMES)}, tgif, and tgif[empty], "
                          "tgif[swapped],"
                          " tgif[none] for the caption-sensitivity variants)")
     ev.add_argument("--weights", default=None,
@@ -314,9 +314,12 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
             args.caption1, args.caption2 = clean_caption(args.caption1), clean_caption(args.caption2)
         # like the app: without a loadable detector, segmentation-only captions and one note (not an error)
         perceiver = Perceiver(detector=YoloDetector(args.detector) if args.detector else None, detector_optional=True)
-        fuser = TGIFFuser(args.weights or default_weights(spec.task), captioner=args.captioner, perceiver=perceiver,
-                          tile=args.tile)
         captions = (args.caption1, args.caption2) if args.caption1 is not None else None
+        # with both captions given, the drafts only name the scene the trunk reads: the offline drafter writes them,
+        # and no caption server is asked for a draft nobody reads
+        captioner = "template" if captions is not None else args.captioner
+        fuser = TGIFFuser(args.weights or default_weights(spec.task), captioner=captioner, perceiver=perceiver,
+                          tile=args.tile)
         # as in the app: given captions steer over the trunk of the pair's drafted captions
         result = fuser.session(pair, spec).fuse(captions, use_text=not args.no_text, draft_scene=True)
         fused = result.image
@@ -325,6 +328,9 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
         if result.scene_captions is not None and result.scene_captions != result.captions:
             print("note: the network's trunk read the drafted captions, the given ones its grounding head and "
                   "decoder, as the app fuses an edit")
+            if captions is not None:
+                print("note: captions given, so those drafts came from the offline template drafter "
+                      "(no caption-server request)")
         for note in result.notes:
             print(f"note: {note}")
         print("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in result.seconds.items()))
@@ -392,7 +398,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from tgif.evaluation import evaluate, markdown_table
     from tgif.io import list_datasets
     from tgif.io.datasets import dataset_task
-    from tgif.io.pair import TASKS
     from tgif.metrics import resolve_metric_names
     from tgif.parallel import is_main
 
@@ -878,6 +883,15 @@ COMMANDS = {"fuse": _cmd_fuse, "metrics": _cmd_metrics, "eval": _cmd_eval, "capt
             "bench": _cmd_bench, "results": _cmd_results}
 
 
+def _leave_process_group(wait: bool = True) -> None:
+    """Leave the torchrun process group if a command started one. Only :mod:`tgif.parallel` starts one, and a
+    command that never imported it (``--help``, ``datasets``, ``metrics``, a classic ``fuse``) has none: torch
+    stays unimported."""
+    parallel = sys.modules.get("tgif.parallel")
+    if parallel is not None:
+        parallel.close(wait=wait)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 user error, 1 unexpected error)."""
     parser = build_parser()
@@ -885,7 +899,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="tgif: %(message)s")
     try:
         status = COMMANDS[args.command](args)
-        parallel.close()
+        _leave_process_group()
         return status
     except TgifError as exc:
         if args.debug:
@@ -905,4 +919,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tgif: error: {type(exc).__name__}: {message} (run with --debug for details)", file=sys.stderr)
         return EXIT_UNEXPECTED
     finally:
-        parallel.close(wait=False)  # after an error: the others may never reach a barrier
+        _leave_process_group(wait=False)  # after an error: the others may never reach a barrier

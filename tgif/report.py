@@ -65,6 +65,16 @@ def write_run(folder: str | os.PathLike, stem: str, fused: np.ndarray, record: M
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     png = save_image(folder / f"{stem}.png", fused, png_level=png_level)
+    return {"png": png, **write_record(folder, stem, record)}
+
+
+def write_record(folder: str | os.PathLike, stem: str, record: Mapping[str, Any]) -> dict[str, Path]:
+    """Write a run's record as ``<stem>.json`` and ``<stem>.csv`` (one row per method) into ``folder``.
+
+    Returns ``{"json": path, "csv": path}``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     json_path = folder / f"{stem}.json"
     json_path.write_text(json.dumps(record, indent=2, default=_jsonable), encoding="utf-8")
     rows = csv_rows(record)
@@ -74,7 +84,7 @@ def write_run(folder: str | os.PathLike, stem: str, fused: np.ndarray, record: M
         writer = csv.DictWriter(handle, fieldnames=[*CSV_FIELDS, *metric_names])
         writer.writeheader()
         writer.writerows(rows)
-    return {"png": png, "json": json_path, "csv": csv_path}
+    return {"json": json_path, "csv": csv_path}
 
 
 def _jsonable(value: Any) -> Any:

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from tgif.errors import UnknownNameError
 
+#: The four fusion tasks the network, the losses and the datasets know.
+TASKS: tuple[str, ...] = ("ivf", "mif", "mef", "mff")
+
 
 @dataclass(frozen=True)
 class TaskSpec:

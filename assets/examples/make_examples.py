@@ -1,11 +1,15 @@
-"""Regenerate the bundled example pairs (deterministic): ``python assets/examples/make_examples.py``.
+"""Regenerate the bundled synthetic example pairs (deterministic): ``python assets/examples/make_examples.py``.
+
+The real IVF pairs (``tno/``, from the TNO Image Fusion Dataset) are not made here; they are copied as the dataset
+ships them (``tno/LICENCE.md``). Of the synthetic pairs, ``ivf/`` and ``ivf_person/`` are test fixtures only; the
+app shows the real pairs for IVF.
 
 - ``ivf/``: a synthetic night street drawn here (CC0): the infrared image shows warm bodies
   (a pedestrian, a car's engine and wheels) brightly over a cool, low-texture background; the
   visible image shows a dim, textured scene with a lit shop window and headlights.
 - ``ivf_person/``: scikit-image's ``astronaut`` photo (public domain, NASA: Eileen Collins) as a night
   shot (dim, noisy visible image) and a stand-in infrared image (a soft grey rendering in which skin
-  glows warm); a COCO detector finds the person, so the app's steering chips have something to name.
+  glows warm); a COCO detector finds the person (tests of the steering chips use it).
 - ``mif/``: the Shepp-Logan phantom (public domain, shipped with scikit-image) rendered as an
   MRI-like slice (soft-tissue contrast and texture) and a CT-like slice (bright skull, flat tissue).
 - ``mef/``: scikit-image's ``coffee`` photo (CC0, Rachel Michetti) as an under- and an

@@ -7,10 +7,10 @@ from typing import Protocol
 
 import numpy as np
 
+from tgif.names import CAPTION_MODES
 from tgif.perception.types import Detections, Segmentation
 
-#: Ablation modes of the paper's Table 5: which inputs the caption may use.
-CAPTION_MODES: tuple[str, ...] = ("full", "image+detection", "image+segmentation", "image", "none")
+__all__ = ["CAPTION_MODES", "MODALITY_NAMES", "Caption", "CaptionInput", "Captioner"]
 
 #: Human-readable modality names for the dataset folder names.
 MODALITY_NAMES: dict[str, str] = {

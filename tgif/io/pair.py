@@ -21,8 +21,7 @@ import numpy as np
 from tgif.errors import PairSizeError, UnknownNameError
 from tgif.io.color import add_chroma, chroma, chroma_rgb, luminance, merge_chroma
 from tgif.io.image import ImageInput, OnLarge, SourceImage, describe_size, load_image
-
-TASKS: tuple[str, ...] = ("ivf", "mif", "mef", "mff")
+from tgif.tasks import TASKS
 
 
 @dataclass
