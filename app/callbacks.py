@@ -53,7 +53,7 @@ from tgif.pipeline import FusionResult
 from tgif.report import metric_deltas, write_record
 from tgif.session import PERCEPTION_MAX_SIDE
 from tgif.tasks import TASK_SPECS
-from tgif.visualize import ERROR_MAP_VMAX, difference_map, error_map, metrics_chart_html
+from tgif.visualize import ERROR_MAP_VMAX, difference_map, error_map, metrics_chart_html, pointing_map
 
 logger = logging.getLogger(__name__)
 
@@ -252,9 +252,12 @@ class FusionOutputs:
     files: list[str]
     run: dict[str, Any]
     text_effect: np.ndarray | None = None  # this run minus the drafted captions' run (grey-level colour scale)
-    #: the maps above as PNG files in the run's folder ("error_1", "error_2" and, when there is one, "text_effect"),
-    #: which the page is given instead of the arrays (gradio would encode them again, 5x slower)
+    #: the maps above as PNG files in the run's folder ("error_1", "error_2" and, when there are, "text_effect" and
+    #: "pointing"), which the page is given instead of the arrays (gradio would encode them again, 5x slower)
     map_files: dict[str, str] = field(default_factory=dict)
+    #: where the edited captions point: the objects over the fused image, the matched ones in amber with how sure
+    #: the network is (a region-grounding model and captions that edit the drafts; None otherwise)
+    pointing: np.ndarray | None = None
 
 
 def metric_table(scores: dict[str, dict[str, float]]) -> pd.DataFrame:
@@ -572,9 +575,12 @@ def finish_run(hub: ModelHub, run: FusedImage,
         "weights": hub.weights(run.task).name if tgif else None,
         "device": hub.device_label if tgif else "CPU", "seconds": seconds, "notes": notes,
         "metrics": scores, "text_effect": text_stats,
+        "pointed": [{"object": name, "box": [round(float(v), 1) for v in box], "probability": round(chance, 4)}
+                    for name, box, chance in result.pointed] if result is not None else [],
     }
     files = {"png": run.png, **write_record(run.folder, run.stem, record)}
-    maps = {"error_1": errors[0], "error_2": errors[1], "text_effect": text_effect}
+    pointing = pointing_map(fused, result.pointed) if result is not None and result.pointed else None
+    maps = {"error_1": errors[0], "error_2": errors[1], "text_effect": text_effect, "pointing": pointing}
     map_files = {name: str(save_image(run.folder / f"{name}.png", pixels, png_level=RUN_PNG_LEVEL))
                  for name, pixels in maps.items() if pixels is not None}
     seconds["render"] = time.perf_counter() - start
@@ -591,7 +597,7 @@ def finish_run(hub: ModelHub, run: FusedImage,
         "sources": [str(path) for path in run.views],
     }
     return FusionOutputs(to_uint8(fused), errors[0], errors[1], metric_table(scores), chart, summary,
-                         [str(p) for p in files.values()], history_entry, text_effect, map_files)
+                         [str(p) for p in files.values()], history_entry, text_effect, map_files, pointing)
 
 
 #: zlib level of the PNG files a run writes (fused image, source views, maps): the same pixels as Pillow's

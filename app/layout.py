@@ -187,6 +187,9 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
             text_effect = gr.Image(label="Text effect: this run − the drafted captions' run (red: brighter, "
                                          "blue: darker; scale in grey levels)", format="png", interactive=False,
                                    elem_id="text_effect")
+            pointing = gr.Image(label="Where the captions point: the detected objects, those the network matched "
+                                      "to the edited captions in amber, with how sure it is", format="png",
+                                interactive=False, elem_id="pointing")
         with gr.Row():
             table = gr.Dataframe(label="Metrics on this pair (higher is better; the best of each in bold)",
                                  interactive=False,
@@ -269,7 +272,8 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
             maps = out.map_files
             return (fused_png, view_1_png, view_2_png, (before, fused_png), maps["error_1"], maps["error_2"],
                     maps.get("text_effect"), mark_best(out.table), out.chart, out.summary, out.files, history,
-                    gr.update(choices=choices, value=previous), gr.update(choices=choices, value=choices[-1]))
+                    gr.update(choices=choices, value=previous), gr.update(choices=choices, value=choices[-1]),
+                    maps.get("pointing"))
 
         @user_errors
         def fuse_pair(path_1, path_2, task_value, caption_1, caption_2, text_on, method_name, resize_on,
@@ -323,7 +327,7 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
         fuse_inputs = [sources[0]["image"], sources[1]["image"], task, sources[0]["caption"], sources[1]["caption"],
                        use_text, method, resize, slider_with, runs]
         first_outputs = [fused, view_1, view_2, slider, summary]
-        rest_outputs = [error_1, error_2, text_effect, table, plot, summary, files, runs, run_a, run_b]
+        rest_outputs = [error_1, error_2, text_effect, table, plot, summary, files, runs, run_a, run_b, pointing]
         # the API's /fuse: the whole run in one call (a button the page does not show)
         api_fuse.click(fuse_pair, fuse_inputs, first_outputs[:4] + rest_outputs, api_name="fuse",
                        concurrency_id=MODEL_QUEUE, concurrency_limit=config.concurrency + config.draft_concurrency)
@@ -339,7 +343,8 @@ def build_demo(config: AppConfig | None = None, hub: ModelHub | None = None) -> 
             show_progress_on=[fused],  # progress (and a failure) shows on the result, not on every panel
         )
         rest = first.success(fuse_rest, [pending, slider_with, runs], [*rest_outputs, pending], api_name=False,
-                             concurrency_id=MODEL_QUEUE, show_progress_on=[error_1, error_2, text_effect, table, plot])
+                             concurrency_id=MODEL_QUEUE,
+                             show_progress_on=[error_1, error_2, text_effect, pointing, table, plot])
 
         # a failed Fuse leaves the panels as they were, says so in the summary and gives the button back
         def after_failure(history: list) -> tuple:

@@ -125,6 +125,10 @@ def test_upload_edit_fuse_compare_in_chromium(app_url, tmp_path):
         effect = page.locator("#text_effect img")
         expect(effect).to_be_visible(timeout=30_000)
         expect(page.locator("#summary")).to_contain_text("Text effect (this run − drafted captions)")
+        # where the captions point: the objects over the fused image, the clicked one matched
+        expect(page.locator("#pointing img")).to_be_visible(timeout=30_000)
+        if chips.count():
+            expect(page.locator("#summary")).to_contain_text(f"The captions point at: {chip}")
         effect.scroll_into_view_if_needed()
         steer_shot = out_dir / "app_steer.jpg"
         page.locator("#fused").scroll_into_view_if_needed()

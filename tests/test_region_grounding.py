@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -44,7 +46,7 @@ def test_selectivity_stats_against_a_hand_computation():
     outside[7:23, 2:18] = False  # each box grown by 50% (5 of 10 pixels: 2.5 on each side, floor / ceil)
     outside[7:23, 37:53] = False
     assert stats["delta_outside"] == pytest.approx(25 * 5 / outside.sum())
-    assert stats["white_new"] == pytest.approx(0.2)
+    assert stats["white_new"] == pytest.approx(0.2) and stats["white_sources"] == pytest.approx(0.2)
     assert stats["gain_other"] == pytest.approx(2.0 / 1.0)  # ring contrast 0 before: relative to 1 grey level
 
 
@@ -122,6 +124,8 @@ def test_named_regions_by_class_column_row_and_size():
                Region("car", (40, 40, 50, 50))]
     assert named_regions([Reference("person", column=0)], regions, frame) == [True, True, False, False]
     assert named_regions([Reference("person", column=0, row=2)], regions, frame) == [False, True, False, False]
+    assert named_regions([Reference("car", row=1)], regions, frame) == [False, False, False, True]  # the centre
+    assert named_regions([Reference("person", row=2)], regions, frame) == [False] * 4  # bottom centre: nobody
     assert named_regions([Reference("person", size=0)], regions, frame) == [False, True, False, False]
     assert named_regions([Reference("car"), Reference("person", column=2)], regions, frame) == [False, False, True,
                                                                                                 True]
@@ -161,20 +165,34 @@ def _two_people(size: int = 48) -> Frame:
     return Frame("pair", y_a, y_b, ("An infrared image.", "A visible image."), objects, 1.0)
 
 
+class WordsEncoder(HashEncoder):
+    """The stand-in encoder with every training word of a class (and its plural) mapped to the class's vector, as a
+    real encoder puts them close together; 64-d, so that a sentence's mean word tells a request from a description."""
+
+    dim = 64
+
+    def _vector(self, word: str) -> torch.Tensor:
+        from tgif.captions.wording import plural
+        from tgif.train.grounding import GROUND_WORDS
+
+        same = {w: label for label, words in GROUND_WORDS.items() for base in words for w in (base, plural(base))}
+        return super()._vector(same.get(word, word))
+
+
 def test_a_tiny_model_learns_to_bring_out_the_named_person_and_leave_the_other(tmp_path):
     torch.manual_seed(0)
     config = TGIFConfig(dim=16, heads=2, text_heads=2, encoder_blocks=1, decoder_blocks=1, text_blocks=1,
-                        text_dim=HashEncoder.dim, downscale=2)
+                        text_dim=WordsEncoder.dim, downscale=2)
     init = save_tgif(tmp_path / "base.safetensors", TGIFNet(config), HashEncoder.name, "ivf", 0, {"max_tokens": 64})
     frame = _two_people()
     settings = GroundSettings(init=str(init), out_dir=str(tmp_path / "run"), match_frames=150, match_steps=300,
                               match_batch=24, steps=150, batch_size=2, crop=48, lr=1e-2, max_tokens=64)
-    checkpoint = train_grounding(settings, progress=False, frames=[frame], text_encoder=HashEncoder())
+    checkpoint = train_grounding(settings, progress=False, frames=[frame], text_encoder=WordsEncoder())
     student, meta = load_tgif(checkpoint)
     assert meta.config.region_grounding and not meta.config.grounding and meta.extra["objective"] == "ground"
     assert meta.extra["matcher"]["accuracy"] > 0.9
 
-    encoder = HashEncoder()
+    encoder = WordsEncoder()
     tokens = CaptionTokens(encoder, 64)
     table = LabelTable(encoder.encode)
     regions = region_tokens([[Region(label, box) for label, box in frame.objects]], [(48, 48)], table)
@@ -204,3 +222,41 @@ def test_a_tiny_model_learns_to_bring_out_the_named_person_and_leave_the_other(t
     assert box_change(right, 1) > 5 and box_change(right, 0) < 0.2 * box_change(right, 1)
     absent, chances = fuse(frame.captions[0] + " Highlight the dog.")
     assert max(chances) < 0.5 and float(np.abs(absent - neutral).max()) == 0.0  # nothing named: nothing changes
+
+
+# ---------------------------------------------------------------------------------------------- the shipped model
+
+
+def test_the_shipped_ivf_model_grounds_regions_and_its_config_made_it():
+    import yaml
+
+    from tgif.model import read_metadata
+
+    root = Path(__file__).resolve().parents[1]
+    meta = read_metadata(root / "weights" / "tgif_ivf.safetensors")
+    assert meta.config.region_grounding and meta.extra["objective"] == "ground"
+    values = yaml.safe_load((root / "configs" / "ivf_ground.yaml").read_text())
+    recorded = meta.extra["ground_settings"]
+    for key, value in values.items():
+        assert recorded[key] == value, key
+    assert (root / values["init"]).is_file()  # the checkpoint whose trunk it keeps is committed
+
+
+def test_a_caption_naming_something_absent_changes_nothing_and_says_so(tmp_path, monkeypatch, capsys):
+    from tgif.cli import main
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("TGIF_CACHE_DIR", str(tmp_path / "cache"))
+    example = Path(__file__).resolve().parents[1] / "assets" / "examples" / "tno" / "kaptein_1654"
+    drafted = tmp_path / "drafted.png"
+    assert main(["fuse", str(example / "ir.png"), str(example / "vi.png"), "-o", str(drafted)]) == 0
+    captions = [line.split(": ", 1)[1] for line in capsys.readouterr().out.splitlines()
+                if line.startswith("caption ")]
+    edited = tmp_path / "edited.png"
+    assert main(["fuse", str(example / "ir.png"), str(example / "vi.png"), "-o", str(edited),
+                 "--caption1", captions[0] + " Make the tree on the left stand out.", "--caption2", captions[1]]) == 0
+    printed = capsys.readouterr().out
+    assert "note: Nothing in this pair matched 'Make the tree on the left stand out.'" in printed
+    from tgif.io import load_image
+
+    assert np.array_equal(load_image(drafted), load_image(edited))

@@ -208,8 +208,8 @@ class HashEncoder:
     def token_count(self, caption: str) -> int:
         return len(caption.split())
 
-    def sentence_ends(self, caption: str) -> list[bool]:
-        return [w.endswith((".", "!", "?")) for w in caption.lower().split()] or [False]
+    def token_pieces(self, caption: str) -> list[str]:
+        return caption.lower().split() or [""]
 
 
 def _two_square_pair(size: int = 32) -> Frame:

@@ -505,12 +505,12 @@ def selectivity_section(figures: Path, limit: int | None = None, progress: bool 
             m = report.medians(subset)
             rows.append(f"| {label} | {title} | {int(m['cases'])} | {m['delta_named']:.2f} | {m['delta_other']:.2f} | "
                         f"{m['selectivity']:.1f}x | {100 * m['gain_named']:+.1f}% | {100 * m['gain_other']:+.1f}% | "
-                        f"{m['delta_outside']:.2f} | {100 * m['white_new']:.2f}% | {m['absent']:.2f} | "
-                        f"{m['nothing']:.2f} |")
+                        f"{m['delta_outside']:.2f} | {100 * m['white_new']:.2f}% | {100 * m['white_sources']:.2f}% | "
+                        f"{m['absent']:.2f} | {m['nothing']:.2f} |")
         pairs = len(report.controls)
     table = ("| checkpoint | cases | n | Δ named box | Δ other box | selectivity | named: contrast gain | "
-             "other: contrast change | Δ outside boxes | new white in named box | absent object: Δ | "
-             "naming nothing: Δ |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows))
+             "other: contrast change | Δ outside boxes | named box burnt white | named box white over sources | "
+             "absent object: Δ | naming nothing: Δ |\n|---|---|" + "---:|" * 11 + "\n" + "\n".join(rows))
     figure = ""
     for case in selectivity_cases("msrs_test", limit=limit) + selectivity_cases("roadscene_test", limit=limit):
         same = [(i, j) for i in range(len(case.objects)) for j in case.others(i)
@@ -526,7 +526,9 @@ def selectivity_section(figures: Path, limit: int | None = None, progress: bool 
             "left-hand side\" from `assets/steering/words.txt`; none used in training). Per case Δ = mean |F_named − "
             "F_drafted| in the named box and in the other object's box (grey levels), selectivity = their ratio, "
             "contrast gain = relative change of |mean(box) − mean(ring)|; Δ outside = beyond every object's box "
-            "grown by 50%; new white = share of the named box at ≥ 250 where neither source is. Controls: \"Make "
+            "grown by 50%; burnt white = share of the named box at ≥ 250 where neither source nor the drafted "
+            "captions' fusion is (what the caption burnt), white over sources = at ≥ 250 where neither source is. "
+            "Controls: \"Make "
             "the tree on the left stand out.\", \"The dog is what matters.\" (absent, the larger) and \"This is "
             "a quiet night scene.\", mean |Δ| over the frame. Medians.\n\n" + table + figure)
 

@@ -414,6 +414,7 @@ def selectivity_stats(neutral: np.ndarray, named: np.ndarray, sources_max: np.nd
     change = np.abs(named.astype(np.float64) - neutral.astype(np.float64)) * 255.0
     inside = box_regions(box, neutral.shape)[0]
     white = (named * 255.0 >= WHITE_LEVEL - 0.5) & (sources_max * 255.0 < WHITE_LEVEL - 0.5)
+    burnt = white & (neutral * 255.0 < WHITE_LEVEL - 0.5)
     return {
         "delta_named": first["delta_in"],
         "delta_other": second["delta_in"],
@@ -421,7 +422,8 @@ def selectivity_stats(neutral: np.ndarray, named: np.ndarray, sources_max: np.nd
         "gain_named": first["contrast_gain"],
         "gain_other": second["contrast_gain"],
         "delta_outside": float(change[outside].mean()) if outside.any() else 0.0,
-        "white_new": float(white[inside].mean()),
+        "white_new": float(burnt[inside].mean()),
+        "white_sources": float(white[inside].mean()),
     }
 
 
@@ -434,7 +436,8 @@ class SelectivityReport:
     rows: list[dict[str, float | str]] = field(default_factory=list)
     controls: list[dict[str, float | str]] = field(default_factory=list)
 
-    KEYS = ("delta_named", "delta_other", "selectivity", "gain_named", "gain_other", "delta_outside", "white_new")
+    KEYS = ("delta_named", "delta_other", "selectivity", "gain_named", "gain_other", "delta_outside", "white_new",
+            "white_sources")
 
     def medians(self, same_class: bool | None = None) -> dict[str, float]:
         """Medians of :attr:`KEYS` over all rows, or over the same-class (True) / other-class (False) rows, with the
@@ -524,14 +527,14 @@ def format_selectivity(report: SelectivityReport, per_case: bool = False) -> str
         lines.append("")
     lines += [f"Selectivity ({Path(report.weights).name}, {', '.join(report.datasets)}; medians; absent object and "
               f"naming nothing: mean |Δ| over the frame, {len(report.controls)} pairs):", "",
-              "| cases | n | Δ named | Δ other | selectivity | gain named | gain other | Δ outside | new white | "
-              "absent: Δ | nothing: Δ |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| cases | n | Δ named | Δ other | selectivity | gain named | gain other | Δ outside | burnt white | "
+              "white over sources | absent: Δ | nothing: Δ |", "|---|" + "---:|" * 11]
     for title, subset in (("all", None), ("same class, left vs right", True), ("other class", False)):
         m = report.medians(subset)
         lines.append(f"| {title} | {int(m['cases'])} | {m['delta_named']:.2f} | {m['delta_other']:.2f} | "
                      f"{m['selectivity']:.1f}x | {100 * m['gain_named']:+.1f}% | {100 * m['gain_other']:+.1f}% | "
-                     f"{m['delta_outside']:.2f} | {100 * m['white_new']:.2f}% | {m['absent']:.2f} | "
-                     f"{m['nothing']:.2f} |")
+                     f"{m['delta_outside']:.2f} | {100 * m['white_new']:.2f}% | {100 * m['white_sources']:.2f}% | "
+                     f"{m['absent']:.2f} | {m['nothing']:.2f} |")
     return "\n".join(lines)
 
 

@@ -220,9 +220,10 @@ class RegionGrounding(nn.Module):
                                      nn.Linear(hidden, 1))
         self.class_scale = nn.Parameter(torch.tensor(20.0))
         self.no_class = nn.Parameter(torch.tensor(10.0))
-        self.emphasis = nn.Sequential(nn.Conv2d(dim, dim, kernel_size=1), nn.GELU(), nn.Conv2d(dim, dim, kernel_size=1))
-        nn.init.zeros_(self.emphasis[2].weight)
-        nn.init.zeros_(self.emphasis[2].bias)
+        # as the pixel-level head's (tgif.model.text_grounding): zero at first, so a new head changes nothing
+        self.emphasis = nn.Conv2d(dim, dim, kernel_size=1)
+        nn.init.zeros_(self.emphasis.weight)
+        nn.init.zeros_(self.emphasis.bias)
 
     def token_terms(self, tokens: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """What each token says: probabilities ``column`` (B, L, 4), ``row`` (B, L, 4), ``size`` (B, L, 3) of itself,
@@ -285,6 +286,12 @@ class RegionGrounding(nn.Module):
 
         log_column = said(terms["column"], regions.columns, None)
         log_row = said(terms["row"], regions.rows, None)
+        # as the app names positions (tgif.captions.wording.part_phrase), a row said without a column means that
+        # row's centre ("the car at the bottom"), while a column alone means that column in any row
+        no_column = 1.0 - (terms["column"][:, None, :, :-1] * phrase[..., None]).amax(dim=2).amax(dim=-1)  # (B, L)
+        row_said = (terms["row"][:, None, :, :-1] * phrase[..., None]).amax(dim=2).amax(dim=-1)
+        off_centre = (regions.columns != 1).to(no_column.dtype)[:, :, None]  # (B, R, 1)
+        log_column = log_column + torch.log((1.0 - off_centre * (no_column * row_said)[:, None, :]).clamp_min(1e-6))
         log_size = said(terms["size"], None, regions.sizes)
         return log_class + log_column + log_row + log_size + torch.log(terms["request"].clamp_min(1e-6))[:, None, :]
 

@@ -42,9 +42,9 @@ class TextEncoder(ABC):
     def token_count(self, caption: str) -> int:
         """Return how many tokens (special tokens included) ``caption`` has before truncation."""
 
-    def sentence_ends(self, caption: str) -> list[bool] | None:
-        """Per token of ``caption`` as :meth:`encode` returns them, whether it ends a sentence (the encoder's special
-        tokens and sentence punctuation); None when the encoder cannot tell (a training label, never an input)."""
+    def token_pieces(self, caption: str) -> list[str | None] | None:
+        """The text of each token of ``caption`` as :meth:`encode` returns them (None for the encoder's special
+        tokens), or None when the encoder cannot tell; for training labels, never a model input."""
         return None
 
     def __repr__(self) -> str:

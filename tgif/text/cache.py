@@ -95,9 +95,9 @@ class CachedTextEncoder(TextEncoder):
         """Return the wrapped encoder's token count (before truncation)."""
         return self.encoder.token_count(caption)
 
-    def sentence_ends(self, caption: str) -> list[bool] | None:
-        """The wrapped encoder's sentence ends of ``caption``'s tokens."""
-        return self.encoder.sentence_ends(caption)
+    def token_pieces(self, caption: str) -> list[str | None] | None:
+        """The wrapped encoder's token pieces of ``caption``."""
+        return self.encoder.token_pieces(caption)
 
     def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode captions like the wrapped encoder, running it only on the cache misses."""

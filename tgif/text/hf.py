@@ -58,13 +58,12 @@ class HFTextEncoder(TextEncoder):
         """Return how many tokens (special tokens included) ``caption`` has before truncation."""
         return len(self._tokenize(caption, verbose=False)["input_ids"])
 
-    def sentence_ends(self, caption: str) -> list[bool] | None:
-        """Per token of ``caption`` (special tokens included, truncated as :meth:`encode`), whether it is a special
-        token or sentence punctuation (. ! ? ;)."""
+    def token_pieces(self, caption: str) -> list[str | None] | None:
+        """The tokenizer's piece of each token of ``caption`` (truncated as :meth:`encode`; None for special
+        tokens)."""
         ids = self._tokenize(caption, truncation=True, max_length=self.max_tokens)["input_ids"]
         special = set(self.tokenizer.all_special_ids)
-        pieces = self.tokenizer.convert_ids_to_tokens(ids)
-        return [i in special or piece in (".", "!", "?", ";") for i, piece in zip(ids, pieces)]
+        return [None if i in special else piece for i, piece in zip(ids, self.tokenizer.convert_ids_to_tokens(ids))]
 
     def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode captions to (B, L, D) float32 features and a (B, L) bool mask, on the CPU."""

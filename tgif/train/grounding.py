@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +89,8 @@ SOFT_START = 0.75
 @dataclass(frozen=True)
 class Reference:
     """What a request phrase points at: a class, and optionally a column, a row (0-2) and a size (0 largest,
-    1 smallest)."""
+    1 smallest). A column alone names that column in any row; a row alone names its centre ("the car at the
+    bottom", as the app names the bottom centre)."""
 
     label: str
     column: int | None = None
@@ -106,6 +106,8 @@ class Reference:
         area = (region.box[2] - region.box[0]) * (region.box[3] - region.box[1])
         if self.size is not None and area != sizes[self.size]:
             return False
+        if self.column is None and self.row is not None:  # a row alone is its centre, as the app names positions
+            return column == 1 and row == self.row
         return (self.column is None or column == self.column) and (self.row is None or row == self.row)
 
 
@@ -152,7 +154,7 @@ def draw_reference(regions: Sequence[Region], frame: tuple[float, float], rng: n
         return Reference(target.label, column=column, row=row)
     if choice < 0.75:
         return Reference(target.label, column=column)
-    if choice < 0.85 and row != 1:
+    if choice < 0.85 and row != 1 and column == 1:
         return Reference(target.label, row=row)
     return Reference(target.label)
 
@@ -241,6 +243,9 @@ class GroundSettings:
             output; unnamed objects' boxes to it; pixels above :data:`WHITE_KNEE` the frozen output did not have.
         max_tokens: tokens read per caption.
         seed: random seed.
+        emphasis_phases: further phases of the emphasis training, each continuing from the last with a fresh
+            optimiser: ``steps`` and any of ``lr``, ``gain``, ``w_in``, ``w_out``, ``w_unnamed``, ``w_white``,
+            ``seed`` (e.g. a second phase that presses harder against burning to white).
     """
 
     init: str
@@ -262,13 +267,15 @@ class GroundSettings:
     w_white: float = 8.0
     max_tokens: int = 96
     seed: int = 0
+    emphasis_phases: list[dict[str, float]] = field(default_factory=list)
     datasets: dict[str, float] = field(default_factory=lambda: {"roadscene_train": 1.0, "msrs_train": 2.0,
                                                                 "msrs_train_128": 0.15})
 
 
 def grounding_student(init: str) -> tuple[TGIFNet, Any]:
-    """The network of ``init`` with a region-grounding head instead of any text grounding head; every layer of the
-    trunk frozen, the head trainable. Returns (student, the checkpoint's metadata)."""
+    """The network of ``init`` with a region-grounding head instead of any text grounding head (whose emphasis, when
+    ``init`` has one, starts the new head's: it already knows how to bring an object out); every layer of the trunk
+    frozen, the head trainable. Returns (student, the checkpoint's metadata)."""
     teacher, metadata = load_tgif(init)
     config = TGIFConfig.from_dict({**teacher.config.to_dict(), "grounding": False, "region_grounding": True})
     student = TGIFNet(config)
@@ -276,6 +283,8 @@ def grounding_student(init: str) -> tuple[TGIFNet, Any]:
     missing, unexpected = student.load_state_dict(kept, strict=False)
     if unexpected or [k for k in missing if not k.startswith("region_grounding.")]:
         raise RuntimeError(f"{init} does not fit the region-grounding network: missing {missing}")
+    if teacher.config.grounding:
+        student.region_grounding.emphasis.load_state_dict(teacher.grounding.emphasis.state_dict())
     student.requires_grad_(False)
     student.region_grounding.requires_grad_(True)
     return student, metadata
@@ -330,31 +339,50 @@ def train_matcher(student: TGIFNet, examples: Sequence[MatchExample], tokens: Ca
         positive = target * valid
         loss = (bce * positive).sum() / positive.sum().clamp_min(1) + (bce * (valid - positive)).sum() / (
             valid - positive).sum().clamp_min(1)
-        ends = sentence_end_labels(encoder, [e.captions for e in batch], settings.max_tokens, mask.shape[1])
-        if ends is not None:  # the sentence ends the encoder marks teach the head where sentences stop
-            loss = loss + F.binary_cross_entropy_with_logits(terms["sentence_end"][mask], ends[mask])
+        labels = token_labels(encoder, [e.captions for e in batch], settings.max_tokens, mask.shape[1])
+        if labels is not None:  # what each token says teaches the token heads directly
+            loss = loss + F.binary_cross_entropy_with_logits(terms["sentence_end"][mask], labels["end"][mask])
+            for key in ("column", "row", "size"):
+                loss = loss + F.nll_loss(torch.log(terms[key][mask].clamp_min(1e-6)), labels[key][mask])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         with torch.no_grad():
             correct = (((probabilities >= 0.5).float() == target).float() * valid).sum() / valid.sum()
-        recent = (recent + [(float(loss), float(correct))])[-100:]
+        recent = (recent + [(float(loss.detach()), float(correct))])[-100:]
         append_csv(log, {"step": step + 1, "loss": f"{float(loss):.5f}", "accuracy": f"{float(correct):.4f}"})
     return {"loss": float(np.mean([r[0] for r in recent])), "accuracy": float(np.mean([r[1] for r in recent]))}
 
 
-def sentence_end_labels(encoder: Any, pairs: Sequence[tuple[str, str]], max_tokens: int,
-                        length: int) -> torch.Tensor | None:
-    """(B, length) float labels of the tokens that end a sentence, laid out as :class:`CaptionTokens` lays out a
-    batch (each caption cut to ``max_tokens``, the two concatenated); None when the encoder cannot tell."""
-    labels = torch.zeros(len(pairs), length)
+#: Training labels of the token heads: the pieces (lower case, punctuation stripped) that say a column, row or size.
+COLUMN_PIECES = {"left": 0, "centre": 1, "center": 1, "middle": 1, "central": 1, "right": 2}
+ROW_PIECES = {"top": 0, "upper": 0, "bottom": 2, "lower": 2}
+SIZE_PIECES = {"large": 0, "big": 0, "larger": 0, "bigger": 0, "small": 1, "little": 1, "smaller": 1}
+
+
+def token_labels(encoder: Any, pairs: Sequence[tuple[str, str]], max_tokens: int,
+                 length: int) -> dict[str, torch.Tensor] | None:
+    """Per token of a batch laid out as :class:`CaptionTokens` lays it out (each caption cut to ``max_tokens``, the
+    two concatenated): ``end`` (B, length) float, 1 on special tokens and sentence punctuation; ``column``,
+    ``row``, ``size`` (B, length) long, the option a position or size word says, else the last ("none"). These
+    train the head's token heads (training labels only: at inference the heads read features). None when the
+    encoder cannot give its tokens' text."""
+    labels = {"end": torch.zeros(len(pairs), length), "column": torch.full((len(pairs), length), 3),
+              "row": torch.full((len(pairs), length), 3), "size": torch.full((len(pairs), length), 2)}
     for row, pair in enumerate(pairs):
-        ends = [encoder.sentence_ends(caption) for caption in pair]
-        if any(e is None for e in ends):
-            return None
-        flat = [v for e in ends for v in e[:max_tokens]]
-        labels[row, : len(flat)] = torch.tensor(flat, dtype=torch.float32)
+        pieces: list[str | None] = []
+        for caption in pair:
+            found = encoder.token_pieces(caption)
+            if found is None:
+                return None
+            pieces.extend(found[:max_tokens])
+        for index, piece in enumerate(pieces[:length]):
+            word = (piece or "").lower().strip(".,;:!?")
+            labels["end"][row, index] = float(piece is None or (piece or " ")[-1] in ".!?;")
+            for key, table in (("column", COLUMN_PIECES), ("row", ROW_PIECES), ("size", SIZE_PIECES)):
+                if word in table:
+                    labels[key][row, index] = table[word]
     return labels
 
 
@@ -439,10 +467,10 @@ def _crop_with_objects(frame: Frame, crop: int, rng: np.random.Generator) -> tup
 
 
 def train_emphasis(student: TGIFNet, frames: Sequence[Frame], encoder: Any, settings: GroundSettings,
-                   out: Path, progress: bool = True) -> dict[str, float]:
+                   out: Path, progress: bool = True, first_phase: bool = True) -> dict[str, float]:
     """Stage 2 (module docstring): train the head's emphasis with the named boxes imposed; returns the last 100
-    steps' mean terms (``delta_in`` / ``delta_out``: grey-level change inside the named boxes / in the unnamed
-    objects' boxes)."""
+    steps' mean terms (``delta_in`` / ``delta_unnamed``: grey-level change inside the named boxes / in the unnamed
+    objects' boxes). A later phase (``first_phase`` False) appends to the first one's log, its steps counted on."""
     rng = np.random.default_rng(settings.seed + 1)
     head = student.region_grounding
     table = LabelTable(encoder.encode)
@@ -453,7 +481,11 @@ def train_emphasis(student: TGIFNet, frames: Sequence[Frame], encoder: Any, sett
     optimizer = torch.optim.Adam(head.emphasis.parameters(), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.steps, settings.lr / 10)
     log = out / "emphasis_log.csv"
-    log.unlink(missing_ok=True)
+    done = 0
+    if first_phase:
+        log.unlink(missing_ok=True)
+    elif log.exists():
+        done = len(log.read_text().splitlines()) - 1
     recent: list[dict[str, float]] = []
     student.eval()
     bar = tqdm(range(settings.steps), desc="emphasis", unit="step", disable=not progress)
@@ -504,7 +536,7 @@ def train_emphasis(student: TGIFNet, frames: Sequence[Frame], encoder: Any, sett
             row["delta_in"] = float(_masked_mean(change, inside))
             row["delta_unnamed"] = float(_masked_mean(change, others))
         recent = (recent + [row])[-100:]
-        append_csv(log, {"step": step + 1, **{k: f"{v:.5f}" for k, v in row.items()}})
+        append_csv(log, {"step": done + step + 1, **{k: f"{v:.5f}" for k, v in row.items()}})
         bar.set_postfix(d_in=f"{row['delta_in']:.1f}", d_other=f"{row['delta_unnamed']:.2f}")
     return {k: float(np.mean([r[k] for r in recent])) for k in recent[0]} if recent else {}
 
@@ -535,6 +567,8 @@ def train_grounding(settings: GroundSettings, progress: bool = True, frames: lis
     matcher = train_matcher(student, examples, tokens, encoder, settings, out, progress)
     logger.info("matcher: %s (%.0f s)", matcher, time.perf_counter() - start)
     emphasis = train_emphasis(student, frames, encoder, settings, out, progress)
+    for phase in settings.emphasis_phases:
+        emphasis = train_emphasis(student, frames, encoder, replace(settings, **phase), out, progress, False)
     logger.info("emphasis: %s (%.0f s)", emphasis, time.perf_counter() - start)
     extra = {**{k: v for k, v in metadata.extra.items() if k != "steer_settings"}, "objective": "ground",
              "ground_settings": asdict(settings), "base_checkpoint": Path(settings.init).name,
@@ -549,9 +583,12 @@ def load_ground_settings(values: dict[str, Any]) -> GroundSettings:
     unknown = sorted(set(values) - set(GroundSettings.__dataclass_fields__))
     if unknown:
         raise ValueError(f"unknown grounding settings {unknown}; known: {sorted(GroundSettings.__dataclass_fields__)}")
+    for phase in values.get("emphasis_phases") or []:
+        bad = sorted(set(phase) - set(PHASED))
+        if bad or "steps" not in phase:
+            raise ValueError(f"an emphasis phase needs steps and may set {list(PHASED)}; got {sorted(phase)}")
     return GroundSettings(**values)
 
 
-def describe(result: dict[str, float]) -> str:
-    """One line of a stage's last-100-step means."""
-    return ", ".join(f"{k} {v:.4g}" for k, v in result.items() if not math.isnan(v))
+#: What an emphasis phase may set.
+PHASED = ("steps", "lr", "gain", "w_in", "w_out", "w_unnamed", "w_white", "seed")

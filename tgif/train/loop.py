@@ -236,22 +236,24 @@ def export_logs(run_dir: str | os.PathLike, out_dir: str | os.PathLike, stem: st
                 max_rows: int = 2000) -> list[Path]:
     """Copy a run's ``log.csv`` (thinned to ``max_rows`` evenly spaced steps, plus the last step)
     and ``val.csv`` (and ``selection.csv`` when the run selected a checkpoint) to ``<out_dir>/<stem>_train.csv``,
-    ``<stem>_val.csv`` (and ``<stem>_selection.csv``), small enough to commit."""
+    ``<stem>_val.csv`` (and ``<stem>_selection.csv``), small enough to commit; a region-grounding run's
+    ``matcher_log.csv`` and ``emphasis_log.csv`` (thinned alike) to ``<stem>_matcher.csv`` and
+    ``<stem>_emphasis.csv``."""
     run, out = Path(run_dir), Path(out_dir)
     written: list[Path] = []
-    if not (run / "log.csv").exists():
-        return written
-    out.mkdir(parents=True, exist_ok=True)
-    lines = (run / "log.csv").read_text().splitlines()
-    header, rows = lines[0], lines[1:]
-    stride = max(1, -(-len(rows) // max_rows))
-    kept = rows[::stride] + ([rows[-1]] if rows and (len(rows) - 1) % stride else [])
-    (out / f"{stem}_train.csv").write_text("\n".join([header, *kept]) + "\n")
-    written.append(out / f"{stem}_train.csv")
-    for name in ("val", "selection"):
-        if (run / f"{name}.csv").exists():
-            (out / f"{stem}_{name}.csv").write_text((run / f"{name}.csv").read_text())
-            written.append(out / f"{stem}_{name}.csv")
+    for source, target, thin in (("log.csv", "train", True), ("val.csv", "val", False),
+                                 ("selection.csv", "selection", False), ("matcher_log.csv", "matcher", True),
+                                 ("emphasis_log.csv", "emphasis", True)):
+        if not (run / source).exists():
+            continue
+        out.mkdir(parents=True, exist_ok=True)
+        lines = (run / source).read_text().splitlines()
+        if thin:
+            header, rows = lines[0], lines[1:]
+            stride = max(1, -(-len(rows) // max_rows))
+            lines = [header, *rows[::stride], *([rows[-1]] if rows and (len(rows) - 1) % stride else [])]
+        (out / f"{stem}_{target}.csv").write_text("\n".join(lines) + "\n")
+        written.append(out / f"{stem}_{target}.csv")
     return written
 
 
