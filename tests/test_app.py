@@ -347,20 +347,24 @@ def test_detection_chips_name_class_and_position_and_a_click_adds_a_phrase(hub):
 
 
 def test_text_effect_map_shows_what_a_caption_edit_changed(hub):
-    drafts = (analyze_source(hub, str(IR), "ivf", 1).caption,
-              analyze_source(hub, str(VI), "ivf", 2).caption)
-    plain = _run(hub, captions=drafts)
+    ir, vi = IR.parent.parent / "ivf_person" / "ir.png", VI.parent.parent / "ivf_person" / "vi.png"
+    analyses = analyze_source(hub, str(ir), "ivf", 1), analyze_source(hub, str(vi), "ivf", 2)
+    drafts = (analyses[0].caption, analyses[1].caption)
+    plain = _run(hub, ir, vi, captions=drafts)
     assert plain.text_effect is None and "text-effect map is empty" in plain.summary
-    edited = (drafts[0] + " Highlight the person on the left.", drafts[1])
-    out = _run(hub, captions=edited, number=2)
+    objects = analyses[0].objects or analyses[1].objects
+    assert objects  # the person the detector finds
+    edited = (add_object_phrase(drafts[0], objects, 0), drafts[1])  # as a click on the first object's chip
+    out = _run(hub, ir, vi, captions=edited, number=2)
     height, width = out.fused.shape[:2]
     assert out.text_effect.shape[1] == width and out.text_effect.shape[0] > height  # map + grey-level colour bar
     stats = json.loads(Path(out.files[1]).read_text())["text_effect"]
     assert stats["mean_abs"] > 0 and stats["scale"] >= 2.0
     assert "Text effect (this run − drafted captions)" in out.summary
+    assert f"The captions point at: {' '.join(objects[0])}" in out.summary and out.pointing is not None
     # the map is the signed difference of the two decodes: recompute it from the run's own fused image
     fuser = hub.fuser("ivf")
-    pair = load_pair(str(IR), str(VI), task="ivf")
+    pair = load_pair(str(ir), str(vi), task="ivf")
     session = fuser.session(pair)
     session.set_scene(drafts)  # the app's sessions have the drafts: the edit is steered over their trunk
     reference, fused_y = session.fuse(drafts).luminance, session.fuse(edited).luminance
@@ -384,7 +388,8 @@ def test_api_analyze_and_fuse_and_compare(server):
     assert Path(det["image"]).is_file() and "infrared" in caption and "template" in note
     outputs = client.predict(handle_file(str(IR)), handle_file(str(VI)), "ivf", caption, "a car on the left",
                              True, "TGIF", False, "source 2", api_name="/fuse")
-    fused, view_1, view_2, slider, error_1, error_2, effect, table, chart, summary, files, run_a, run_b = outputs
+    (fused, view_1, view_2, slider, error_1, error_2, effect, table, chart, summary, files, run_a, run_b,
+     pointing) = outputs
     assert Path(effect).is_file()  # caption 2 was edited: the text-effect map against the drafted captions
     fused_pixels = load_image(fused).pixels
     assert fused_pixels.shape == (240, 320, 3)

@@ -259,4 +259,56 @@ def test_a_caption_naming_something_absent_changes_nothing_and_says_so(tmp_path,
     assert "note: Nothing in this pair matched 'Make the tree on the left stand out.'" in printed
     from tgif.io import load_image
 
-    assert np.array_equal(load_image(drafted), load_image(edited))
+    assert np.array_equal(load_image(drafted).pixels, load_image(edited).pixels)
+
+
+def test_grounding_settings_reject_unknown_keys_and_malformed_phases():
+    from tgif.train.grounding import load_ground_settings
+
+    assert load_ground_settings({"init": "a", "out_dir": "b", "emphasis_phases": [{"steps": 10, "w_white": 2.0}]})
+    with pytest.raises(ValueError, match="unknown grounding settings"):
+        load_ground_settings({"init": "a", "out_dir": "b", "gains": 2})
+    with pytest.raises(ValueError, match="an emphasis phase needs steps"):
+        load_ground_settings({"init": "a", "out_dir": "b", "emphasis_phases": [{"w_white": 2.0}]})
+
+
+def test_selectivity_medians_split_same_class_from_other_class_cases():
+    from tgif.steering import SelectivityReport, format_selectivity
+
+    report = SelectivityReport("w.safetensors", ("msrs_test",))
+    for same, value in ((True, 1.0), (True, 3.0), (False, 10.0)):
+        report.rows.append({"dataset": "msrs_test", "pair": "p", "named": "person on the left",
+                            "other": "person on the right", "same_class": same, "phrase": "x",
+                            **{key: value for key in SelectivityReport.KEYS}})
+    report.controls = [{"absent": 0.5, "nothing": 0.0}, {"absent": 1.5, "nothing": 0.0}]
+    assert report.medians()["selectivity"] == 3.0 and report.medians()["cases"] == 3
+    assert report.medians(True)["selectivity"] == 2.0 and report.medians(False)["delta_named"] == 10.0
+    assert report.medians()["absent"] == 1.0
+    table = format_selectivity(report)
+    assert "| same class, left vs right | 2 | 2.00 | 2.00 | 2.0x | +200.0% |" in table
+
+
+def test_the_shipped_region_head_keeps_its_emphasis_per_trunk_and_acts_on_named_boxes_only():
+    from tgif.model import load_tgif
+    from tgif.model.tgif_net import GuidedFeatures
+
+    model, _ = load_tgif(Path(__file__).resolve().parents[1] / "weights" / "tgif_ivf.safetensors")
+    rng = torch.Generator().manual_seed(0)
+    y_a, y_b = torch.rand(1, 1, 96, 128, generator=rng), torch.rand(1, 1, 96, 128, generator=rng)
+    text = torch.randn(1, 20, model.config.text_dim, generator=rng)
+    table = LabelTable(lambda names: (torch.randn(len(names), 3, model.config.text_dim, generator=rng),
+                                      torch.ones(len(names), 3, dtype=torch.bool)), ["person"])
+    regions = region_tokens([[Region("person", (8, 40, 40, 88)), Region("person", (88, 40, 120, 88))]], [(128, 96)],
+                            table)
+    with torch.no_grad():
+        features = model.encode_sources(y_a, y_b)
+        guided = model.guide_sources(features, text)
+        plain = model.ground_and_decode(features, guided, text)[0]  # no regions: nothing can be named
+        named = model.ground_and_decode(features, guided, text, None, regions, torch.tensor([[1.0, 0.0]]))[0]
+        assert guided.emphasis is not None  # computed once per trunk, kept for the next caption
+        fresh = model.ground_and_decode(features, GuidedFeatures(guided.merged), text, None, regions,
+                                        torch.tensor([[1.0, 0.0]]))[0]
+    assert torch.equal(plain, model(y_a, y_b, text)) and torch.equal(named, fresh)
+    change = (named - plain).abs()[0, 0] * 255
+    # noise images spread a change further than real scenes (the decoder's channel attention is global): a bound
+    assert float(change[40:88, 8:40].mean()) > 10 * float(change[40:88, 88:120].mean())

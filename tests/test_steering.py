@@ -367,7 +367,7 @@ def test_head_init_takes_another_checkpoints_grounding_head(tmp_path):
 # ---------------------------------------------------------------------------------------------- the committed weights
 
 
-WEIGHTS = REPO / "weights" / "tgif_ivf.safetensors"
+WEIGHTS = REPO / "weights" / "tgif_ivf_steer.safetensors"  # the steering model with the pixel grounding head
 
 
 @pytest.mark.skipif(not WEIGHTS.exists(), reason="no committed IVF weights")

@@ -492,7 +492,7 @@ def selectivity_section(figures: Path, limit: int | None = None, progress: bool 
     """``tgif steer --selectivity`` on msrs_test and roadscene_test for the checkpoints of
     :data:`SELECTIVITY_WEIGHTS` that exist, as markdown, and ``figures/selectivity_ivf.png`` (drafted, named A,
     named B, both boxes drawn, per checkpoint)."""
-    from tgif.steering import run_selectivity, selectivity_cases, selectivity_figure
+    from tgif.steering import median_cells, run_selectivity, selectivity_cases, selectivity_figure
 
     present = [(label, path) for label, path in SELECTIVITY_WEIGHTS if path.exists()]
     if not present:
@@ -502,11 +502,7 @@ def selectivity_section(figures: Path, limit: int | None = None, progress: bool 
         log(f"selectivity benchmark: {path.name}")
         report = run_selectivity(path, limit=limit, progress=progress)
         for title, subset in (("all", None), ("same class, left vs right", True), ("other class", False)):
-            m = report.medians(subset)
-            rows.append(f"| {label} | {title} | {int(m['cases'])} | {m['delta_named']:.2f} | {m['delta_other']:.2f} | "
-                        f"{m['selectivity']:.1f}x | {100 * m['gain_named']:+.1f}% | {100 * m['gain_other']:+.1f}% | "
-                        f"{m['delta_outside']:.2f} | {100 * m['white_new']:.2f}% | {100 * m['white_sources']:.2f}% | "
-                        f"{m['absent']:.2f} | {m['nothing']:.2f} |")
+            rows.append(f"| {label} | {title} | {median_cells(report.medians(subset))}")
         pairs = len(report.controls)
     table = ("| checkpoint | cases | n | Δ named box | Δ other box | selectivity | named: contrast gain | "
              "other: contrast change | Δ outside boxes | named box burnt white | named box white over sources | "

@@ -513,6 +513,14 @@ def run_selectivity(weights: str | os.PathLike, datasets: Sequence[str] = ("msrs
     return report
 
 
+def median_cells(m: dict[str, float]) -> str:
+    """The cells of one row of medians of the selectivity table (:meth:`SelectivityReport.medians`): the case count
+    through the controls, each cell closed by ``|``."""
+    return (f"{int(m['cases'])} | {m['delta_named']:.2f} | {m['delta_other']:.2f} | {m['selectivity']:.1f}x | "
+            f"{100 * m['gain_named']:+.1f}% | {100 * m['gain_other']:+.1f}% | {m['delta_outside']:.2f} | "
+            f"{100 * m['white_new']:.2f}% | {100 * m['white_sources']:.2f}% | {m['absent']:.2f} | {m['nothing']:.2f} |")
+
+
 def format_selectivity(report: SelectivityReport, per_case: bool = False) -> str:
     """Markdown: per-case rows (when asked), then medians over all cases, the same-class subset and the rest."""
     lines = []
@@ -530,11 +538,7 @@ def format_selectivity(report: SelectivityReport, per_case: bool = False) -> str
               "| cases | n | Δ named | Δ other | selectivity | gain named | gain other | Δ outside | burnt white | "
               "white over sources | absent: Δ | nothing: Δ |", "|---|" + "---:|" * 11]
     for title, subset in (("all", None), ("same class, left vs right", True), ("other class", False)):
-        m = report.medians(subset)
-        lines.append(f"| {title} | {int(m['cases'])} | {m['delta_named']:.2f} | {m['delta_other']:.2f} | "
-                     f"{m['selectivity']:.1f}x | {100 * m['gain_named']:+.1f}% | {100 * m['gain_other']:+.1f}% | "
-                     f"{m['delta_outside']:.2f} | {100 * m['white_new']:.2f}% | {100 * m['white_sources']:.2f}% | "
-                     f"{m['absent']:.2f} | {m['nothing']:.2f} |")
+        lines.append(f"| {title} | {median_cells(report.medians(subset))}")
     return "\n".join(lines)
 
 

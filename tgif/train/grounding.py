@@ -351,7 +351,7 @@ def train_matcher(student: TGIFNet, examples: Sequence[MatchExample], tokens: Ca
         with torch.no_grad():
             correct = (((probabilities >= 0.5).float() == target).float() * valid).sum() / valid.sum()
         recent = (recent + [(float(loss.detach()), float(correct))])[-100:]
-        append_csv(log, {"step": step + 1, "loss": f"{float(loss):.5f}", "accuracy": f"{float(correct):.4f}"})
+        append_csv(log, {"step": step + 1, "loss": f"{float(loss.detach()):.5f}", "accuracy": f"{float(correct):.4f}"})
     return {"loss": float(np.mean([r[0] for r in recent])), "accuracy": float(np.mean([r[1] for r in recent]))}
 
 
