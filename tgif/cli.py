@@ -23,8 +23,9 @@ import os
 import shutil
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from tgif import __version__
 from tgif.errors import TgifError
@@ -635,21 +636,30 @@ def _cmd_sweep_tiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _objective_settings(args: argparse.Namespace, values: dict, load: Callable[[dict], Any], flags: dict,
+                        run_name: str, init_role: str) -> Any:
+    """The settings of a fine-tuning objective (``objective: steer`` or ``ground``) from a config file's ``values``
+    and the command-line ``flags`` given (``load``: the objective's settings loader); its ``init`` checkpoint must
+    exist (``init_role`` says what it is for in the error)."""
+    values.update({k: v for k, v in flags.items() if v is not None})
+    values["task"] = args.task
+    values.setdefault("out_dir", f"runs/{args.task}_{run_name}")
+    try:
+        settings = load(values)
+    except (TypeError, ValueError) as exc:
+        raise TgifError(f"{args.config}: {exc}") from None
+    if not Path(settings.init).is_file():
+        raise TgifError(f"{args.config}: {init_role}, {settings.init}, was not found")
+    return settings
+
+
 def _train_steering(args: argparse.Namespace, values: dict) -> int:
     """``tgif train --config configs/ivf_steer.yaml``: fine-tune a checkpoint with the steering objective."""
     from tgif.train.steer import load_steer_settings, train_steering
 
     flags = {"out_dir": args.out, "steps": args.steps, "batch_size": args.batch_size, "crop": args.crop,
              "lr": args.lr, "checkpoint_every": args.checkpoint_every, "seed": args.seed}
-    values.update({k: v for k, v in flags.items() if v is not None})
-    values["task"] = args.task
-    values.setdefault("out_dir", f"runs/{args.task}_steer")
-    try:
-        settings = load_steer_settings(values)
-    except (TypeError, ValueError) as exc:
-        raise TgifError(f"{args.config}: {exc}") from None
-    if not Path(settings.init).is_file():
-        raise TgifError(f"{args.config}: the checkpoint to fine-tune, {settings.init}, was not found")
+    settings = _objective_settings(args, values, load_steer_settings, flags, "steer", "the checkpoint to fine-tune")
     checkpoint = train_steering(settings, resume=args.resume, progress=not args.no_progress)
     print(f"checkpoint: {checkpoint}")
     return 0
@@ -661,15 +671,8 @@ def _train_grounding(args: argparse.Namespace, values: dict) -> int:
 
     flags = {"out_dir": args.out, "steps": args.steps, "batch_size": args.batch_size, "crop": args.crop,
              "lr": args.lr, "seed": args.seed}
-    values.update({k: v for k, v in flags.items() if v is not None})
-    values["task"] = args.task
-    values.setdefault("out_dir", f"runs/{args.task}_ground")
-    try:
-        settings = load_ground_settings(values)
-    except (TypeError, ValueError) as exc:
-        raise TgifError(f"{args.config}: {exc}") from None
-    if not Path(settings.init).is_file():
-        raise TgifError(f"{args.config}: the checkpoint whose trunk is kept, {settings.init}, was not found")
+    settings = _objective_settings(args, values, load_ground_settings, flags, "ground",
+                                   "the checkpoint whose trunk is kept")
     checkpoint = train_grounding(settings, progress=not args.no_progress)
     print(f"checkpoint: {checkpoint}")
     return 0

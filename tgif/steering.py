@@ -26,7 +26,7 @@ import csv
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -121,6 +121,35 @@ def steer_stats(neutral: np.ndarray, named: np.ndarray, box: Sequence[float]) ->
     }
 
 
+def captioned_pairs(dataset: str | os.PathLike, captions_file: str | os.PathLike | None = None
+                    ) -> Iterator[tuple[str, dict, dict, tuple[int, int]]]:
+    """Each pair of an IVF dataset with its two sources' caption records (drafted caption, detections) and its
+    (width, height): ``(pair id, record 1, record 2, size)``; the records from the dataset's caption file (default
+    ``assets/captions/data/<dataset>.jsonl``).
+
+    Raises:
+        DatasetError: the dataset or its caption file is missing, a pair has no record, or the dataset is not IVF.
+    """
+    from PIL import Image
+
+    from tgif.captions.dataset import read_caption_records
+    from tgif.io.datasets import list_pairs, resolve_dataset
+
+    folder = resolve_dataset(dataset)
+    file = Path(captions_file) if captions_file else (
+        Path(__file__).resolve().parents[1] / "assets" / "captions" / "data" / f"{folder.name}.jsonl")
+    records = read_caption_records(file)
+    for files in list_pairs(folder):
+        keys = [(files.id, files.path_a.parent.name), (files.id, files.path_b.parent.name)]
+        if any(key not in records for key in keys):
+            raise DatasetError(f"{file}: no caption record for pair {files.id}")
+        if records[keys[0]].get("task", "ivf") != "ivf":
+            raise DatasetError(f"the steering benchmark runs on IVF pairs; {folder.name} is {records[keys[0]]['task']}")
+        with Image.open(files.path_a) as image:
+            size = image.size
+        yield files.id, records[keys[0]], records[keys[1]], size
+
+
 def steer_cases(dataset: str | os.PathLike, captions_file: str | os.PathLike | None = None,
                 labels: Sequence[str] = STEER_LABELS, limit: int | None = None,
                 caption_mode: str = "full") -> list[SteerCase]:
@@ -133,34 +162,19 @@ def steer_cases(dataset: str | os.PathLike, captions_file: str | os.PathLike | N
     Raises:
         DatasetError: the dataset or its caption file is missing, or the dataset is not IVF.
     """
-    from PIL import Image
-
-    from tgif.captions.dataset import read_caption_records
     from tgif.captions.template import restrict_caption
-    from tgif.io.datasets import list_pairs, resolve_dataset
     from tgif.train.steer import merge_detections
 
-    folder = resolve_dataset(dataset)
-    file = Path(captions_file) if captions_file else (
-        Path(__file__).resolve().parents[1] / "assets" / "captions" / "data" / f"{folder.name}.jsonl")
-    records = read_caption_records(file)
     cases = []
-    for files in list_pairs(folder):
-        keys = [(files.id, files.path_a.parent.name), (files.id, files.path_b.parent.name)]
-        if any(key not in records for key in keys):
-            raise DatasetError(f"{file}: no caption record for pair {files.id}")
-        if records[keys[0]].get("task", "ivf") != "ivf":
-            raise DatasetError(f"the steering benchmark runs on IVF pairs; {folder.name} is {records[keys[0]]['task']}")
-        detected = merge_detections(records[keys[0]]["detections"], records[keys[1]]["detections"])
+    for pair_id, first, second, (width, height) in captioned_pairs(dataset, captions_file):
+        detected = merge_detections(first["detections"], second["detections"])
         objects = [(label, box) for label, box in detected if label in labels]
         if not objects:
             continue
         label, box = objects[0]
-        with Image.open(files.path_a) as image:
-            width, height = image.size
-        cases.append(SteerCase(files.id, label, tuple(box), box_position(box, width, height),
-                               (restrict_caption(records[keys[0]]["caption"], caption_mode),
-                                restrict_caption(records[keys[1]]["caption"], caption_mode)),
+        cases.append(SteerCase(pair_id, label, tuple(box), box_position(box, width, height),
+                               (restrict_caption(first["caption"], caption_mode),
+                                restrict_caption(second["caption"], caption_mode)),
                                tuple((lab, tuple(b)) for lab, b in detected)))
         if limit and len(cases) >= limit:
             break
@@ -363,34 +377,23 @@ def _column(box: Sequence[float], case: SelectivityCase) -> str:
 def selectivity_cases(dataset: str | os.PathLike, captions_file: str | os.PathLike | None = None,
                       limit: int | None = None) -> list[SelectivityCase]:
     """The pairs of an IVF dataset with at least two objects of :data:`SELECT_LABELS` that a caption can tell
-    apart (:meth:`SelectivityCase.others`); detections and drafts from the dataset's caption file as in
-    :func:`steer_cases`.
+    apart (:meth:`SelectivityCase.others`); detections and drafts from the dataset's caption file
+    (:func:`captioned_pairs`).
 
     Raises:
         DatasetError: the dataset or its caption file is missing.
     """
-    from PIL import Image
-
-    from tgif.captions.dataset import read_caption_records
-    from tgif.io.datasets import list_pairs, resolve_dataset
+    from tgif.io.datasets import resolve_dataset
     from tgif.train.steer import merge_detections
 
-    folder = resolve_dataset(dataset)
-    file = Path(captions_file) if captions_file else (
-        Path(__file__).resolve().parents[1] / "assets" / "captions" / "data" / f"{folder.name}.jsonl")
-    records = read_caption_records(file)
+    name = resolve_dataset(dataset).name
     cases = []
-    for files in list_pairs(folder):
-        keys = [(files.id, files.path_a.parent.name), (files.id, files.path_b.parent.name)]
-        if any(key not in records for key in keys):
-            raise DatasetError(f"{file}: no caption record for pair {files.id}")
-        with Image.open(files.path_a) as image:
-            width, height = image.size
+    for pair_id, first, second, (width, height) in captioned_pairs(dataset, captions_file):
         objects = [(label, tuple(box), box_position(box, width, height))
-                   for label, box in merge_detections(records[keys[0]]["detections"], records[keys[1]]["detections"])
+                   for label, box in merge_detections(first["detections"], second["detections"])
                    if label in SELECT_LABELS and min(box[2] - box[0], box[3] - box[1]) >= MIN_SIDE][:SELECT_OBJECTS]
-        case = SelectivityCase(files.id, folder.name, tuple(objects),  # type: ignore[arg-type]
-                               (records[keys[0]]["caption"], records[keys[1]]["caption"]))
+        case = SelectivityCase(pair_id, name, tuple(objects),  # type: ignore[arg-type]
+                               (first["caption"], second["caption"]))
         if any(case.others(i) for i in range(len(objects))):
             cases.append(case)
         if limit and len(cases) >= limit:

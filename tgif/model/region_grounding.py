@@ -107,11 +107,6 @@ class RegionTokens:
     valid: torch.Tensor
     names: list[list[str]]
 
-    @property
-    def count(self) -> int:
-        """R, the padded number of regions."""
-        return int(self.boxes.shape[1])
-
     def shifted(self, left: float, top: float) -> RegionTokens:
         """The same regions with boxes in the coordinates of a window whose top-left corner is (left, top)."""
         offset = self.boxes.new_tensor([left, top, left, top])
@@ -122,13 +117,6 @@ class RegionTokens:
         return replace(self, vocabulary=self.vocabulary.to(device, dtype), labels=self.labels.to(device),
                        boxes=self.boxes.to(device, dtype), columns=self.columns.to(device), rows=self.rows.to(device),
                        sizes=self.sizes.to(device, dtype), valid=self.valid.to(device))
-
-    def repeat(self, times: int) -> RegionTokens:
-        """The batch repeated ``times`` times (rows [b0 .. bB-1, b0 .. bB-1, ...])."""
-        def rep(t: torch.Tensor) -> torch.Tensor:
-            return t.repeat(times, *([1] * (t.ndim - 1)))
-        return replace(self, labels=rep(self.labels), boxes=rep(self.boxes), columns=rep(self.columns),
-                       rows=rep(self.rows), sizes=rep(self.sizes), valid=rep(self.valid), names=self.names * times)
 
 
 def region_tokens(sets: Sequence[Sequence[Region]], frames: Sequence[tuple[float, float]],
@@ -302,20 +290,21 @@ class RegionGrounding(nn.Module):
             return coverage.new_zeros(coverage.shape[0], 1, *shape)
         return (match_gate(probabilities)[..., None, None] * coverage).amax(dim=1, keepdim=True)
 
-    def forward(self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, regions: RegionTokens,
-                emphasis: torch.Tensor | None = None,
-                probabilities: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor | None, mask: torch.Tensor | None,
+                regions: RegionTokens, emphasis: torch.Tensor | None = None,
+                probabilities: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Emphasise (B, C, h, w) features on the regions the caption names; returns (features, relevance,
-        probabilities). ``emphasis``: ``self.emphasis(x)`` when kept for many captions; ``probabilities``: the
-        match when already computed (or imposed, as in training the emphasis on the named boxes)."""
+        emphasis). ``emphasis``: ``self.emphasis(x)`` when kept for many captions (returned as given, or computed
+        here when a region is named and None, so the caller can keep it; None while nothing is named);
+        ``probabilities``: the match imposed instead of read from ``tokens`` (training the emphasis)."""
         if probabilities is None:
             probabilities = self.match(tokens, mask, regions)
         relevance = self.relevance(probabilities, regions, tuple(x.shape[-2:]))
         if not bool((relevance > 0).any()):
-            return x, relevance, probabilities
+            return x, relevance, emphasis
         if emphasis is None:
             emphasis = self.emphasis(x)
-        return x + relevance.to(x.dtype) * emphasis, relevance, probabilities
+        return x + relevance.to(x.dtype) * emphasis, relevance, emphasis
 
 
 class LabelTable:

@@ -384,14 +384,9 @@ class TGIFNet(nn.Module):
                 guided.pixel_side = self.grounding.pixel_side(merged)
             merged, relevance = self.grounding(merged, text.to(merged.dtype), text_mask, guided.pixel_side)
         elif self.config.region_grounding and regions is not None and (text is not None or probabilities is not None):
-            head = self.region_grounding
-            if probabilities is None:
-                probabilities = head.match(text.to(merged.dtype), text_mask, regions)
-            relevance = head.relevance(probabilities, regions, tuple(merged.shape[-2:]))
-            if bool((relevance > 0).any()):
-                if guided.emphasis is None:
-                    guided.emphasis = head.emphasis(merged)
-                merged = merged + relevance.to(merged.dtype) * guided.emphasis
+            tokens = text.to(merged.dtype) if text is not None else None
+            merged, relevance, guided.emphasis = self.region_grounding(merged, tokens, text_mask, regions,
+                                                                       guided.emphasis, probabilities)
         height, width = features.mean.shape[-2:]
         residual = self.decoder(merged, features.skips_a, features.skips_b)[..., :height, :width]
         fused = features.mean + residual
