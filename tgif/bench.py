@@ -368,7 +368,8 @@ def bench_session(weights: str | None = None, repeat: int = 15,
     *fresh pair*: a new :class:`tgif.session.PairSession` fused with its captions (text features, both source
     encoders, the trunk, the grounding head and the decoder); *caption edit*: the same session fused again with
     a changed caption (its text features, the head and the decoder, over the trunk of the first captions, which
-    stand for the drafts: :meth:`~tgif.session.PairSession.set_scene`). Perception and drafting are left out of
+    stand for the drafts: :meth:`~tgif.session.PairSession.set_scene`; for a region-grounding network only the
+    match and the emphasis over the first captions' fused image, as its decoder does not read the caption). Perception and drafting are left out of
     both (the captions are given).
     Each of ``repeat`` rounds times a fresh pair and then its edit, so that ``ratio``, the median over rounds of
     the edit's time over its own round's fresh pair, pairs times taken a moment apart (a slower moment of the
@@ -404,8 +405,11 @@ def bench_session(weights: str | None = None, repeat: int = 15,
             session.fuse(edited)
             edit.append(time.perf_counter() - start)
             trunks = 1 if fuser.steers_late else 2
-            if session.calls["encode_sources"] != 1 or session.calls["guide"] != trunks or session.calls["decode"] != 2:
-                raise RuntimeError(f"a caption edit re-ran the source encoders or the trunk: {session.calls}")
+            decodes = 1 if fuser.grounds_regions else 2  # a region network's decoder does not read the caption
+            if (session.calls["encode_sources"] != 1 or session.calls["guide"] != trunks
+                    or session.calls["decode"] != decodes):
+                raise RuntimeError(f"a caption edit re-ran the source encoders, the trunk or the decoder: "
+                                   f"{session.calls}")
         results[f"{width}x{height}"] = {"fresh_pair": statistics.median(fresh),
                                        "caption_edit": statistics.median(edit),
                                        "ratio": paired_ratio(edit, fresh)}

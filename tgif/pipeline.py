@@ -346,22 +346,37 @@ class TGIFFuser:
         text, mask = self._on_device(text, mask)
         if guided is None:
             guided = self.guide_pair(encoded, text, mask)
-        planes = [(y0, x0, self.model.ground_and_decode(
-                       features, merged, text, mask, regions.shifted(x0, y0) if regions is not None else None
-                   )[0][0, 0].float().cpu().numpy()) for (y0, x0, _, features), merged in zip(encoded.tiles, guided)]
+        planes = [(y0, x0, self.model.ground_and_decode(features, merged, text, mask)[0])
+                  for (y0, x0, _, features), merged in zip(encoded.tiles, guided)]
         if len(planes) == 1:
-            return np.clip(planes[0][2], 0.0, 1.0)
-        h, w = encoded.shape
-        out, total = np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
-        ys = sorted({y0 for y0, _, _ in planes})
-        xs = sorted({x0 for _, x0, _ in planes})
-        for y0, x0, tile in planes:
-            th, tw = tile.shape
-            weight = np.outer(_ramp(th, min(encoded.overlap, th), y0 == ys[0], y0 == ys[-1]),
-                              _ramp(tw, min(encoded.overlap, tw), x0 == xs[0], x0 == xs[-1]))
-            out[y0:y0 + th, x0:x0 + tw] += tile * weight
-            total[y0:y0 + th, x0:x0 + tw] += weight
-        return np.clip(out / np.maximum(total, 1e-6), 0.0, 1.0)
+            fused = planes[0][2]
+        else:
+            h, w = encoded.shape
+            fused = planes[0][2].new_zeros(1, 1, h, w)
+            total = planes[0][2].new_zeros(1, 1, h, w)
+            ys = sorted({y0 for y0, _, _ in planes})
+            xs = sorted({x0 for _, x0, _ in planes})
+            for y0, x0, tile in planes:
+                th, tw = tile.shape[-2:]
+                weight = torch.from_numpy(np.outer(
+                    _ramp(th, min(encoded.overlap, th), y0 == ys[0], y0 == ys[-1]),
+                    _ramp(tw, min(encoded.overlap, tw), x0 == xs[0], x0 == xs[-1]))).to(tile)
+                fused[..., y0:y0 + th, x0:x0 + tw] += tile * weight
+                total[..., y0:y0 + th, x0:x0 + tw] += weight
+            fused = fused / total.clamp_min(1e-6)
+        plane = np.clip(fused[0, 0].float().cpu().numpy(), 0.0, 1.0)
+        return self.emphasise(plane, text, mask, regions) if regions is not None else plane
+
+    @torch.inference_mode()
+    def emphasise(self, plane: np.ndarray, text: torch.Tensor | None, mask: torch.Tensor | None,
+                  regions: RegionTokens) -> np.ndarray:
+        """A region-grounding network's last step on a whole fused (H, W) plane in [0, 1]: the objects the
+        captions (token features of both, as :meth:`encode`) name are brought out (the plane as given when the
+        network does not ground regions or nothing is named)."""
+        text, mask = self._on_device(text, mask)
+        image = torch.from_numpy(np.ascontiguousarray(plane, dtype=np.float32)).to(self.device)[None, None]
+        out, relevance = self.model.emphasise(image, text, mask, regions)
+        return plane if relevance is None else np.clip(out[0, 0].float().cpu().numpy(), 0.0, 1.0)
 
     def _on_device(self, text: torch.Tensor | None,
                    mask: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:

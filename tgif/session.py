@@ -313,12 +313,16 @@ class PairSession:
             if (key, scene) in self._planes:
                 self._planes.move_to_end((key, scene))
                 return self._planes[(key, scene)]
-            guided = self.guided(scene)
             text, mask = self.text_features(key) if key is not None else (None, None)
-            self.calls["decode"] += 1
             # the scene's own captions describe the pair and point nowhere: only an edit of them is matched to regions
             regions = self.region_tokens() if key is not None and key != scene else None
-            plane = self.fuser.decode_pair(self.encoded(), text, mask, guided=guided, regions=regions)
+            if regions is not None:
+                # a region-grounding network's decoder does not read the caption (only its last step, the
+                # emphasis of the named objects, does): the edit starts from the scene's own fused plane
+                plane = self.fuser.emphasise(self.decode(scene, scene), text, mask, regions)
+            else:
+                self.calls["decode"] += 1
+                plane = self.fuser.decode_pair(self.encoded(), text, mask, guided=self.guided(scene))
             self._planes[(key, scene)] = plane
             while len(self._planes) > CAPTION_CACHE_SIZE:
                 self._planes.popitem(last=False)

@@ -9,7 +9,9 @@ user would see:
 
 - ``delta_in``: mean |F_named - F_neutral| inside the object's box, in grey levels (0-255);
 - ``delta_out``: the same outside the box dilated by 50% (half on each side);
-- ``locality``: delta_in / delta_out;
+- ``locality``: delta_in / delta_out, delta_out floored at :data:`DELTA_FLOOR` (a change of a hundredth of a
+  grey level is none on an 8-bit output; an emphasis that leaves the outside exactly as it was would otherwise
+  give an unbounded ratio);
 - ``contrast_gain``: relative change of the box's contrast to its ring (the dilated box less the
   box), ``(|C_named| - |C_neutral|) / max(|C_neutral|, 1 grey level)`` with ``C = mean_box - mean_ring``.
 
@@ -36,6 +38,7 @@ from tqdm import tqdm
 
 from tgif.captions.steering import HELD_OUT_TEMPLATES, add_phrase, box_position, highlight_phrase
 from tgif.errors import DatasetError
+from tgif.model.region_grounding import RING_DILATION  # the box grown by it bounds "inside + ring"
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -47,8 +50,8 @@ STEER_LABELS: tuple[str, ...] = ("person", "car")
 #: Control phrases: an absent class (with a position), and a sentence that names nothing.
 ABSENT_PHRASE = "The dog {position} is what matters."
 NOTHING_PHRASE = "This is a quiet night scene."
-#: Dilation of the box that bounds "inside + ring"; outside lies beyond it.
-RING_DILATION = 0.5
+#: The least change (grey levels) a ratio of changes divides by: locality and selectivity.
+DELTA_FLOOR = 0.01
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ def steer_stats(neutral: np.ndarray, named: np.ndarray, box: Sequence[float]) ->
     return {
         "delta_in": delta_in,
         "delta_out": delta_out,
-        "locality": delta_in / max(delta_out, 1e-6),
+        "locality": delta_in / max(delta_out, DELTA_FLOOR),
         "contrast_neutral": c_neutral,
         "contrast_named": c_named,
         "contrast_gain": (abs(c_named) - abs(c_neutral)) / max(abs(c_neutral), 1.0),
@@ -421,7 +424,7 @@ def selectivity_stats(neutral: np.ndarray, named: np.ndarray, sources_max: np.nd
     return {
         "delta_named": first["delta_in"],
         "delta_other": second["delta_in"],
-        "selectivity": first["delta_in"] / max(second["delta_in"], 0.01),
+        "selectivity": first["delta_in"] / max(second["delta_in"], DELTA_FLOOR),
         "gain_named": first["contrast_gain"],
         "gain_other": second["contrast_gain"],
         "delta_outside": float(change[outside].mean()) if outside.any() else 0.0,

@@ -20,17 +20,23 @@ pipeline's detected objects as *region tokens*, as public methods ground text wi
    region r with probability
    ``p(t, r) = class(t, r) * column(t, r) * row(t, r) * size(t, r) * request(t)`` and the region is named
    when any token names it: ``p_r = 1 - prod_t (1 - p(t, r))`` (noisy-OR).
-3. The relevance map at the feature resolution is ``max_r gate(p_r) * coverage_r`` with ``coverage_r`` each
-   feature cell's share inside region r's box and ``gate(p) = clamp((p - 0.5) / 0.25, 0, 1)``; the features
-   become ``x + relevance * emphasis(x)``. A region the caption does not name gets exactly no emphasis, and
-   no region named means the trunk's own fusion.
+3. Each region with match probability p gets ``gate(p) = clamp((p - 0.5) / 0.25, 0, 1)`` of the emphasis,
+   which acts on the fused image inside that region's box only (:class:`RegionEmphasis`): a small learned
+   tone head reads the box's pixels, their difference to the mean of the ring around the box and the box's
+   feathered mask, and changes each pixel within ``[min(pixel, BLACK_KNEE), max(pixel, WHITE_KNEE)]`` (so
+   nothing new burns to white or is crushed to black). A region the caption does not name gets exactly no emphasis, and
+   no region named means the trunk's own fusion. Acting on the decoded image, not on the decoder's input,
+   keeps the decoder's spatial mixing from carrying a named object's emphasis to its neighbours, and lets a
+   caption that only names objects reuse the decoded image.
 
 The matcher reads only text features and region descriptors, so it is trained on captions alone
-(:mod:`tgif.train.grounding`); the emphasis is trained on images with the named boxes as relevance.
+(:mod:`tgif.train.grounding`); the emphasis is trained on the trunk's fused images with the named boxes
+imposed.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -56,6 +62,12 @@ VOCABULARY: tuple[str, ...] = (
 #: A noun's phrase: the tokens from this many before it to this many after it (in its sentence) say where it is.
 PHRASE_BEFORE = 2
 PHRASE_AFTER = 6
+#: The emphasis never brightens a pixel past this (about 242 grey levels) unless it already is brighter ...
+WHITE_KNEE = 0.95
+#: ... nor darkens one past this (about 13 grey levels) unless it already is darker.
+BLACK_KNEE = 0.05
+#: The ring a box's contrast is measured against: the box grown by this share of its width and height, less it.
+RING_DILATION = 0.5
 #: A region whose match probability is below this gets no emphasis, one at or above ``MATCH_FULL`` all of it
 #: (see :func:`match_gate`).
 MATCH_THRESHOLD = 0.5
@@ -106,11 +118,6 @@ class RegionTokens:
     sizes: torch.Tensor
     valid: torch.Tensor
     names: list[list[str]]
-
-    def shifted(self, left: float, top: float) -> RegionTokens:
-        """The same regions with boxes in the coordinates of a window whose top-left corner is (left, top)."""
-        offset = self.boxes.new_tensor([left, top, left, top])
-        return replace(self, boxes=self.boxes - offset)
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> RegionTokens:
         """On ``device`` (label features and boxes in ``dtype`` when given)."""
@@ -183,17 +190,97 @@ def match_gate(probability: torch.Tensor) -> torch.Tensor:
     return ((probability - MATCH_THRESHOLD) / (MATCH_FULL - MATCH_THRESHOLD)).clamp(0.0, 1.0)
 
 
-class RegionGrounding(nn.Module):
-    """Matches caption tokens to region tokens and emphasises the named regions' features (module docstring).
+def pixel_box(box: Sequence[float], shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A box (x1, y1, x2, y2) in pixels as integer bounds of the pixels whose centres lie in it (at least one),
+    clipped to the (height, width) frame."""
+    height, width = shape
+    x1 = min(width - 1, max(0, math.floor(float(box[0]))))
+    y1 = min(height - 1, max(0, math.floor(float(box[1]))))
+    return x1, y1, max(x1 + 1, min(width, math.ceil(float(box[2])))), max(y1 + 1, min(height, math.ceil(float(box[3]))))
 
-    Shapes: x (B, C, h, w), tokens (B, L, D), mask (B, L) bool, regions with R regions
-    -> (x', relevance (B, 1, h, w), probabilities (B, R)).
+
+def ring_mean(image: torch.Tensor, box: tuple[int, int, int, int], dilation: float = RING_DILATION) -> torch.Tensor:
+    """Mean of a (..., H, W) image over the ring around an integer ``box``: the box grown by ``dilation`` of its
+    width and height (half on each side, clipped to the frame) less the box; the box's mean when the ring is
+    empty. Shape (...)."""
+    x1, y1, x2, y2 = box
+    height, width = image.shape[-2:]
+    dx, dy = (x2 - x1) * dilation / 2, (y2 - y1) * dilation / 2
+    gx1, gy1 = max(0, math.floor(x1 - dx)), max(0, math.floor(y1 - dy))
+    gx2, gy2 = min(width, math.ceil(x2 + dx)), min(height, math.ceil(y2 + dy))
+    inner = image[..., y1:y2, x1:x2].sum(dim=(-2, -1))
+    count = (x2 - x1) * (y2 - y1)
+    ring = (gx2 - gx1) * (gy2 - gy1) - count
+    if ring <= 0:
+        return inner / count
+    return (image[..., gy1:gy2, gx1:gx2].sum(dim=(-2, -1)) - inner) / ring
+
+
+class RegionEmphasis(nn.Module):
+    """Brings named objects out of their surroundings in a fused image (module docstring, step 3).
+
+    Per named region, inside its box only: a small convolutional head reads the box's pixels ``F``, ``F - m``
+    (``m`` the mean of the ring around the box) and the box's mask (feathered over :attr:`feather` pixels at
+    its edges, so the box leaves no seam) and gives a change per pixel, scaled by the region's gate and the
+    mask; the result is clamped to ``[min(F, BLACK_KNEE), max(F, WHITE_KNEE)]``. So pixels outside the named
+    boxes never change and nothing crosses :data:`WHITE_KNEE` or :data:`BLACK_KNEE` that was not already past
+    it. Regions are applied one after another (overlapping boxes see the earlier ones' result). A new head
+    changes nothing (its last layer is zero).
+
+    Shapes: image (B, 1, H, W), boxes (B, R, 4) in pixels, gates (B, R) in [0, 1] -> (B, 1, H, W).
     """
 
-    def __init__(self, dim: int, text_dim: int, key_dim: int = 64, stride: int = 4) -> None:
-        """Grounding of ``dim``-channel features at 1/``stride`` resolution on ``text_dim``-wide tokens."""
+    def __init__(self, hidden: int = 16, feather: int = 4) -> None:
+        """A head of ``hidden`` channels; masks feathered over ``feather`` pixels inside each box's edges."""
         super().__init__()
-        self.stride = stride
+        self.feather = feather
+        self.net = nn.Sequential(nn.Conv2d(3, hidden, 3, padding=1), nn.GELU(),
+                                 nn.Conv2d(hidden, hidden, 3, padding=1), nn.GELU(), nn.Conv2d(hidden, 1, 1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def mask(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """(height, width) weight of a box's pixels: 1 inside, falling linearly to 1/(2 feather) at its edges."""
+        def ramp(n: int) -> torch.Tensor:
+            index = torch.arange(n, device=device, dtype=dtype)
+            return ((torch.minimum(index, n - 1 - index) + 0.5) / max(self.feather, 1)).clamp(max=1.0)
+
+        return ramp(height)[:, None] * ramp(width)[None, :]
+
+    def forward(self, image: torch.Tensor, boxes: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """Emphasise each region with a positive gate (class docstring)."""
+        if image.ndim != 4 or image.shape[1] != 1:
+            raise ValueError(f"image must be (B, 1, H, W), got {tuple(image.shape)}")
+        height, width = image.shape[-2:]
+        planes = []
+        for b in range(image.shape[0]):
+            plane = image[b:b + 1]
+            for r in torch.nonzero(gates[b] > 0).flatten().tolist():
+                x1, y1, x2, y2 = pixel_box(boxes[b, r].tolist(), (height, width))
+                patch = plane[..., y1:y2, x1:x2]
+                mean = ring_mean(plane, (x1, y1, x2, y2))[..., None, None]
+                weight = self.mask(y2 - y1, x2 - x1, image.device, image.dtype).expand_as(patch)
+                change = self.net(torch.cat([patch, patch - mean, weight], dim=1))
+                moved = torch.minimum(torch.maximum(patch + gates[b, r] * weight * change,
+                                                    torch.clamp(patch, max=BLACK_KNEE)),
+                                      torch.clamp(patch, min=WHITE_KNEE))
+                inside = F.pad(torch.ones_like(moved), (x1, width - x2, y1, height - y2))
+                plane = plane * (1.0 - inside) + F.pad(moved, (x1, width - x2, y1, height - y2))  # exact values
+            planes.append(plane)
+        return torch.cat(planes)
+
+
+class RegionGrounding(nn.Module):
+    """Matches caption tokens to region tokens and emphasises the named regions in the fused image (module
+    docstring).
+
+    Shapes: image (B, 1, H, W), tokens (B, L, D), mask (B, L) bool, regions with R regions
+    -> (image', relevance (B, 1, H, W), probabilities (B, R)).
+    """
+
+    def __init__(self, text_dim: int, key_dim: int = 64) -> None:
+        """Grounding on ``text_dim``-wide tokens."""
+        super().__init__()
         self.norm_text = nn.LayerNorm(text_dim)
         hidden = 2 * key_dim
         self.reader = nn.Sequential(nn.Linear(text_dim, hidden), nn.GELU(), nn.Dropout(0.1))
@@ -208,10 +295,7 @@ class RegionGrounding(nn.Module):
                                      nn.Linear(hidden, 1))
         self.class_scale = nn.Parameter(torch.tensor(20.0))
         self.no_class = nn.Parameter(torch.tensor(10.0))
-        # as the pixel-level head's (tgif.model.text_grounding): zero at first, so a new head changes nothing
-        self.emphasis = nn.Conv2d(dim, dim, kernel_size=1)
-        nn.init.zeros_(self.emphasis.weight)
-        nn.init.zeros_(self.emphasis.bias)
+        self.emphasis = RegionEmphasis()
 
     def token_terms(self, tokens: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """What each token says: probabilities ``column`` (B, L, 4), ``row`` (B, L, 4), ``size`` (B, L, 3) of itself,
@@ -284,27 +368,25 @@ class RegionGrounding(nn.Module):
         return log_class + log_column + log_row + log_size + torch.log(terms["request"].clamp_min(1e-6))[:, None, :]
 
     def relevance(self, probabilities: torch.Tensor, regions: RegionTokens, shape: tuple[int, int]) -> torch.Tensor:
-        """(B, 1, h, w) relevance of an (h, w) feature grid: the gated match of each region over its box's cells."""
-        coverage = box_coverage(regions.boxes, regions.valid, shape, self.stride)
+        """(B, 1, H, W) relevance of an (H, W) image: the gated match of each region over its box's pixels."""
+        coverage = box_coverage(regions.boxes, regions.valid, shape, 1)
         if coverage.shape[1] == 0:
             return coverage.new_zeros(coverage.shape[0], 1, *shape)
         return (match_gate(probabilities)[..., None, None] * coverage).amax(dim=1, keepdim=True)
 
-    def forward(self, x: torch.Tensor, tokens: torch.Tensor | None, mask: torch.Tensor | None,
-                regions: RegionTokens, emphasis: torch.Tensor | None = None,
-                probabilities: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Emphasise (B, C, h, w) features on the regions the caption names; returns (features, relevance,
-        emphasis). ``emphasis``: ``self.emphasis(x)`` when kept for many captions (returned as given, or computed
-        here when a region is named and None, so the caller can keep it; None while nothing is named);
-        ``probabilities``: the match imposed instead of read from ``tokens`` (training the emphasis)."""
+    def forward(self, image: torch.Tensor, tokens: torch.Tensor | None, mask: torch.Tensor | None,
+                regions: RegionTokens, probabilities: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Emphasise the regions the caption names in a (B, 1, H, W) fused image; returns (image', relevance,
+        probabilities). ``probabilities``: the match imposed instead of read from ``tokens`` (training the
+        emphasis)."""
         if probabilities is None:
             probabilities = self.match(tokens, mask, regions)
-        relevance = self.relevance(probabilities, regions, tuple(x.shape[-2:]))
-        if not bool((relevance > 0).any()):
-            return x, relevance, emphasis
-        if emphasis is None:
-            emphasis = self.emphasis(x)
-        return x + relevance.to(x.dtype) * emphasis, relevance, emphasis
+        gates = match_gate(probabilities) * regions.valid.to(probabilities.dtype)
+        relevance = self.relevance(probabilities, regions, tuple(image.shape[-2:]))
+        if not bool((gates > 0).any()):
+            return image, relevance, probabilities
+        return self.emphasis(image, regions.boxes.to(image.dtype), gates.to(image.dtype)), relevance, probabilities
 
 
 class LabelTable:

@@ -71,9 +71,9 @@ class TGIFConfig:
         grounding: add :class:`~tgif.model.text_grounding.TextGrounding` after the merge, which
             emphasises the pixels the caption names (on in the steering checkpoints; off in older
             ones, whose weights have no such parameters).
-        region_grounding: add :class:`~tgif.model.region_grounding.RegionGrounding` after the merge instead,
+        region_grounding: add :class:`~tgif.model.region_grounding.RegionGrounding` after the decoder instead,
             which matches the caption to the pair's detected objects (region tokens) and emphasises the named
-            ones only (the shipped IVF checkpoint); exclusive with ``grounding``.
+            ones only, in the fused image (the shipped IVF checkpoint); exclusive with ``grounding``.
     """
 
     dim: int = 32
@@ -254,14 +254,10 @@ class GuidedFeatures:
         pixel_side: the grounding head's caption-independent part of ``merged``
             (:meth:`~tgif.model.text_grounding.TextGrounding.pixel_side`), filled in by the first
             :meth:`TGIFNet.ground_and_decode` that needs it; None until then.
-        emphasis: the region grounding's emphasis of ``merged``
-            (:class:`~tgif.model.region_grounding.RegionGrounding`), filled in by the first caption that names a
-            region; None until then.
     """
 
     merged: torch.Tensor
     pixel_side: tuple[torch.Tensor, torch.Tensor] | None = None
-    emphasis: torch.Tensor | None = None
 
 
 class TGIFNet(nn.Module):
@@ -287,7 +283,7 @@ class TGIFNet(nn.Module):
             if cfg.grounding:
                 self.grounding = TextGrounding(cfg.dim, cfg.text_dim)
             if cfg.region_grounding:
-                self.region_grounding = RegionGrounding(cfg.dim, cfg.text_dim, stride=cfg.downscale)
+                self.region_grounding = RegionGrounding(cfg.text_dim)
         self.cross_source = CrossSourceBlock(cfg.dim, cfg.heads, cfg.ffn_expansion)
         self.merge = nn.Conv2d(2 * cfg.dim, cfg.dim, kernel_size=1)
         self.decoder = FusionDecoder(cfg)
@@ -367,15 +363,17 @@ class TGIFNet(nn.Module):
                           text_mask: torch.Tensor | None = None, regions: RegionTokens | None = None,
                           probabilities: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Stage 2b: the grounding head (when the network has one) under ``text`` and the decoder, from the
-        trunk's output (:meth:`guide_sources`) -> (fused (B, 1, H, W), relevance (B, 1, Hp/s, Wp/s) or None).
+        trunk's output (:meth:`guide_sources`) -> (fused (B, 1, H, W), relevance or None: (B, 1, Hp/s, Wp/s) of
+        the pixel grounding head, (B, 1, H, W) of the region grounding).
 
         ``guided`` may come from other captions than ``text``: the session reuses the trunk of a pair's drafted
         captions for every edit of them, so that an edit runs only this stage (:mod:`tgif.session`); the head's
         caption-independent part is kept in ``guided`` for the next caption.
 
         ``regions``: the pair's detected objects in the input's pixels, which a region-grounding network
-        (:attr:`TGIFConfig.region_grounding`) matches the caption to (None or empty: nothing can be named, so
-        the trunk's fusion); ``probabilities`` (B, R) imposes the match instead (training the emphasis).
+        (:attr:`TGIFConfig.region_grounding`) matches the caption to and emphasises in the fused image
+        (:meth:`emphasise`; None or empty: nothing can be named, so the trunk's fusion); ``probabilities``
+        (B, R) imposes the match instead.
         """
         text, text_mask = self._text_or_none(features, text, text_mask)
         merged, relevance = guided.merged, None
@@ -383,14 +381,27 @@ class TGIFNet(nn.Module):
             if guided.pixel_side is None:
                 guided.pixel_side = self.grounding.pixel_side(merged)
             merged, relevance = self.grounding(merged, text.to(merged.dtype), text_mask, guided.pixel_side)
-        elif self.config.region_grounding and regions is not None and (text is not None or probabilities is not None):
-            tokens = text.to(merged.dtype) if text is not None else None
-            merged, relevance, guided.emphasis = self.region_grounding(merged, tokens, text_mask, regions,
-                                                                       guided.emphasis, probabilities)
         height, width = features.mean.shape[-2:]
         residual = self.decoder(merged, features.skips_a, features.skips_b)[..., :height, :width]
         fused = features.mean + residual
-        return (fused if self.training else fused.clamp(0.0, 1.0)), relevance
+        fused = fused if self.training else fused.clamp(0.0, 1.0)
+        if self.config.region_grounding and regions is not None:
+            fused, relevance = self.emphasise(fused, text, text_mask, regions, probabilities)
+        return fused, relevance
+
+    def emphasise(self, fused: torch.Tensor, text: torch.Tensor | None, text_mask: torch.Tensor | None,
+                  regions: RegionTokens, probabilities: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The region grounding's step on a whole (B, 1, H, W) fused image (after the decoder, and after the
+        tiles are blended when a large image is fused in tiles): the regions the caption (or ``probabilities``)
+        names are emphasised -> (image, relevance (B, 1, H, W) or None when nothing could be named)."""
+        if not self.config.region_grounding or (text is None and probabilities is None):
+            return fused, None
+        if text is not None and text_mask is None:
+            text_mask = torch.ones(text.shape[:2], dtype=torch.bool, device=text.device)
+        tokens = text.to(fused.dtype) if text is not None else None
+        fused, relevance, _ = self.region_grounding(fused, tokens, text_mask, regions, probabilities)
+        return fused, relevance
 
     def _text_or_none(self, features: SourceFeatures, text: torch.Tensor | None,
                       text_mask: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -11,12 +11,16 @@ with it every standard metric, is exactly the trunk's):
    one batch; absent references ("the dog on the left", a present class where none of it is), descriptive
    sentences ("There is a car on the left.") and drafts alone name nothing. Loss: binary cross-entropy of
    each region's match probability.
-2. **Emphasis** (images, :func:`train_emphasis`). Crops of frames with several objects; a random subset of
-   the objects in the crop is named by imposing match probability 1 on them (the matcher is not needed here)
-   and the others 0, counterfactual subsets of one crop in one batch. Targets from the frozen network's own
-   output ``T``: inside each named box its contrast to the surrounding ring amplified by ``gain`` and
-   compressed below :data:`WHITE_KNEE` so that nothing new burns to white (:func:`bright_target`);
-   everywhere else, unnamed objects' boxes explicitly, ``T`` itself.
+2. **Emphasis** (images, :func:`train_emphasis`). A pool of crops of frames with objects, each with the
+   frozen trunk's fusion ``T`` under the frame's drafted captions (:func:`emphasis_pool`; the emphasis acts on
+   the fused image, so the trunk runs once per crop). Per step a random subset of each crop's objects is
+   named by imposing match probability 1 on them (the matcher is not needed here) and the others 0,
+   counterfactual subsets of one crop in one batch. Target inside each named box: ``T`` with its contrast to
+   the surrounding ring amplified by ``gain`` and compressed below :data:`WHITE_KNEE` (above
+   :data:`BLACK_KNEE` for an object darker than its ring; :func:`bright_target`); unnamed objects' boxes are
+   held to ``T`` explicitly (they change only where a named box overlaps them). Pixels outside the named
+   boxes cannot change and nothing new can pass either knee
+   (:class:`~tgif.model.region_grounding.RegionEmphasis`), so no loss term is needed for either.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +41,7 @@ from tqdm import tqdm
 from tgif.captions.steering import ABSENT_LABELS, TRAIN_TEMPLATES
 from tgif.captions.wording import plural
 from tgif.model import TGIFNet, load_tgif, save_tgif
-from tgif.model.region_grounding import LabelTable, Region, RegionTokens, region_tokens
+from tgif.model.region_grounding import BLACK_KNEE, WHITE_KNEE, LabelTable, Region, RegionTokens, region_tokens
 from tgif.model.tgif_net import TGIFConfig
 from tgif.train.loop import append_csv
 from tgif.train.steer import NEUTRAL_SENTENCES, CaptionTokens, Frame, _masked_mean, box_contrast, crop_objects
@@ -47,10 +51,11 @@ logger = logging.getLogger(__name__)
 #: Training words for the classes a user names (the benchmark's words, assets/steering/words.txt, are others).
 GROUND_WORDS: dict[str, tuple[str, ...]] = {
     "person": ("person", "pedestrian", "man", "woman", "human", "figure", "walker", "people", "child", "worker",
-               "someone", "passer-by"),
-    "car": ("car", "vehicle", "automobile", "taxi", "van", "hatchback"),
-    "truck": ("truck", "lorry", "tanker", "semi-trailer"),
-    "bus": ("bus", "minibus", "shuttle"),
+               "someone", "passer-by", "boy", "girl", "lady", "fellow", "runner", "jogger", "stranger"),
+    "car": ("car", "vehicle", "automobile", "taxi", "van", "hatchback", "motorcar", "cab", "jeep", "saloon",
+            "suv", "coupe", "minivan"),
+    "truck": ("truck", "lorry", "tanker", "semi-trailer", "dump truck", "delivery truck"),
+    "bus": ("bus", "minibus", "shuttle", "trolleybus", "school bus"),
     "bicycle": ("bicycle", "bike", "cyclist", "bicyclist"),
     "motorcycle": ("motorcycle", "motorbike", "moped", "motorcyclist"),
 }
@@ -60,28 +65,43 @@ GROUND_TEMPLATES: tuple[str, ...] = (*TRAIN_TEMPLATES,
     "I need the {obj} to be visible.", "Make sure the {obj} is easy to see.", "Boost the contrast of the {obj}.",
     "Accentuate the {obj}.", "Give the {obj} more emphasis.", "The {obj} is the key target.", "Look at the {obj}.",
     "Mark out the {obj}.", "Increase the visibility of the {obj}.", "Our target is the {obj}.",
-    "Please highlight the {obj}.", "It is the {obj} that I care about.", "Focus on the {obj}.")
+    "Please highlight the {obj}.", "It is the {obj} that I care about.", "Focus on the {obj}.",
+    # requests with words after the object (the object is not the sentence's end)
+    "Brighten the {obj} a little.", "Make the {obj} more prominent than the rest.",
+    "Lift the {obj} out of the background.", "Render the {obj} more vividly, please.",
+    "Could the {obj} be made easier to spot?", "I would like the {obj} to stand out more.",
+    "Help me spot the {obj} quickly.", "Let the {obj} come forward in the image.",
+    "Can you make the {obj} a bit brighter?", "The {obj} needs to be easy to find.",
+    "Point out the {obj} for me.", "Direct attention to the {obj}, please.",
+    "Make the {obj} the brightest thing here.", "Would you emphasise the {obj} more?",
+    "The {obj} deserves more emphasis.", "Increase the brightness of the {obj} slightly.",
+    "Set the {obj} apart from its surroundings.", "Make the {obj} easier to notice.")
 #: Training words for columns, rows and corners of the 3x3 grid (the benchmark's words are in assets/steering).
 COLUMN_WORDS: dict[int, tuple[str, ...]] = {
-    0: ("on the left", "on the left side", "to the left", "at the left", "towards the left", "in the left part"),
-    1: ("in the centre", "in the middle", "in the center", "at the centre", "in the central part"),
+    0: ("on the left", "on the left side", "to the left", "at the left", "towards the left", "in the left part",
+        "at the far left", "by the left border", "over on the left", "in the left third", "along the left margin",
+        "on the left of the image"),
+    1: ("in the centre", "in the middle", "in the center", "at the centre", "in the central part",
+        "in the middle of the image", "just in the centre", "at the middle of the picture", "centrally placed"),
     2: ("on the right", "on the right side", "to the right", "at the right", "towards the right",
-        "in the right part"),
+        "in the right part", "at the far right", "by the right border", "over on the right", "in the right third",
+        "along the right margin", "on the right of the image"),
 }
 ROW_WORDS: dict[int, tuple[str, ...]] = {
-    0: ("at the top", "in the upper part", "at the top of the frame"),
-    2: ("at the bottom", "in the lower part", "at the bottom of the frame"),
+    0: ("at the top", "in the upper part", "at the top of the frame", "near the top", "high up in the image"),
+    2: ("at the bottom", "in the lower part", "at the bottom of the frame", "near the bottom",
+        "low in the image"),
 }
 CORNER_WORDS: dict[tuple[int, int], tuple[str, ...]] = {
-    (0, 0): ("at the top left", "in the upper left"), (2, 0): ("at the top right", "in the upper right"),
-    (0, 2): ("at the bottom left", "in the lower left"), (2, 2): ("at the bottom right", "in the lower right"),
+    (0, 0): ("at the top left", "in the upper left", "in the upper-left area", "top left of the image"),
+    (2, 0): ("at the top right", "in the upper right", "in the upper-right area", "top right of the image"),
+    (0, 2): ("at the bottom left", "in the lower left", "in the lower-left area", "bottom left of the image"),
+    (2, 2): ("at the bottom right", "in the lower right", "in the lower-right area", "bottom right of the image"),
 }
 SIZE_WORDS: dict[int, tuple[str, ...]] = {0: ("large", "big", "larger", "bigger"), 1: ("small", "little", "smaller")}
 #: Sentences that describe an object without asking for it (they name nothing).
 DESCRIPTIONS: tuple[str, ...] = ("There is a {obj}.", "A {obj} can be seen.", "The image contains a {obj}.",
                                  "It shows a {obj}.", "We can see a {obj}.", "A {obj} is visible.")
-#: The emphasis target never brightens a pixel past this (about 242 grey levels) unless the frozen output does.
-WHITE_KNEE = 0.95
 #: Above this the brightened target is compressed smoothly towards :data:`WHITE_KNEE`.
 SOFT_START = 0.75
 
@@ -236,16 +256,13 @@ class GroundSettings:
         out_dir: run folder (``last.safetensors``, ``matcher_log.csv``, ``emphasis_log.csv``).
         match_frames: frames drawn for the matcher (each gives 2 counterfactual examples and one naming nothing).
         match_steps, match_batch, match_lr: the matcher's training.
-        steps, batch_size, crop, lr: the emphasis's training (batch = crops; each crop is fused under two
-            counterfactual namings).
+        pool: crops the emphasis trains on (the trunk fuses each once).
+        steps, batch_size, crop, lr: the emphasis's training (batch = crops; each crop is named under two
+            counterfactual subsets of its objects).
         gain: contrast amplification of the named boxes' target (1 doubles the box-ring contrast).
-        w_in, w_out, w_unnamed, w_white: loss weights: named boxes to the target; outside them to the frozen
-            output; unnamed objects' boxes to it; pixels above :data:`WHITE_KNEE` the frozen output did not have.
+        w_in, w_unnamed: loss weights: named boxes to the target; unnamed objects' boxes to the frozen output.
         max_tokens: tokens read per caption.
         seed: random seed.
-        emphasis_phases: further phases of the emphasis training, each continuing from the last with a fresh
-            optimiser: ``steps`` and any of ``lr``, ``gain``, ``w_in``, ``w_out``, ``w_unnamed``, ``w_white``,
-            ``seed`` (e.g. a second phase that presses harder against burning to white).
     """
 
     init: str
@@ -256,26 +273,23 @@ class GroundSettings:
     match_steps: int = 1500
     match_batch: int = 48
     match_lr: float = 2e-3
-    steps: int = 1500
-    batch_size: int = 2
+    pool: int = 1200
+    steps: int = 3000
+    batch_size: int = 8
     crop: int = 192
-    lr: float = 1e-3
+    lr: float = 2e-3
     gain: float = 1.0
-    w_in: float = 4.0
-    w_out: float = 4.0
-    w_unnamed: float = 4.0
-    w_white: float = 8.0
+    w_in: float = 1.0
+    w_unnamed: float = 1.0
     max_tokens: int = 96
     seed: int = 0
-    emphasis_phases: list[dict[str, float]] = field(default_factory=list)
     datasets: dict[str, float] = field(default_factory=lambda: {"roadscene_train": 1.0, "msrs_train": 2.0,
                                                                 "msrs_train_128": 0.15})
 
 
 def grounding_student(init: str) -> tuple[TGIFNet, Any]:
-    """The network of ``init`` with a region-grounding head instead of any text grounding head (whose emphasis, when
-    ``init`` has one, starts the new head's: it already knows how to bring an object out); every layer of the trunk
-    frozen, the head trainable. Returns (student, the checkpoint's metadata)."""
+    """The network of ``init`` with a new region-grounding head instead of any text grounding head; every layer of
+    the trunk frozen, the head trainable. Returns (student, the checkpoint's metadata)."""
     teacher, metadata = load_tgif(init)
     config = TGIFConfig.from_dict({**teacher.config.to_dict(), "grounding": False, "region_grounding": True})
     student = TGIFNet(config)
@@ -283,8 +297,6 @@ def grounding_student(init: str) -> tuple[TGIFNet, Any]:
     missing, unexpected = student.load_state_dict(kept, strict=False)
     if unexpected or [k for k in missing if not k.startswith("region_grounding.")]:
         raise RuntimeError(f"{init} does not fit the region-grounding network: missing {missing}")
-    if teacher.config.grounding:
-        student.region_grounding.emphasis.load_state_dict(teacher.grounding.emphasis.state_dict())
     student.requires_grad_(False)
     student.region_grounding.requires_grad_(True)
     return student, metadata
@@ -389,8 +401,9 @@ def token_labels(encoder: Any, pairs: Sequence[tuple[str, str]], max_tokens: int
 def bright_target(teacher: torch.Tensor, box: Sequence[int], gain: float) -> torch.Tensor:
     """The named target of one (1, H, W) frozen output inside ``box``: pixels on the object's side of the ring mean
     move away from it by ``gain`` times their distance; brightened values above :data:`SOFT_START` are compressed
-    smoothly so that they stay below :data:`WHITE_KNEE` (never below the frozen output itself). Returns the
-    whole (1, H, W) target (the frozen output outside the box)."""
+    smoothly so that they stay below :data:`WHITE_KNEE`, darkened ones below ``1 - SOFT_START`` so that they stay
+    above :data:`BLACK_KNEE` (never past the frozen output itself). Returns the whole (1, H, W) target (the frozen
+    output outside the box)."""
     target = teacher.clone()
     x1, y1, x2, y2 = box
     inner, ring = box_contrast(teacher, box)
@@ -400,19 +413,18 @@ def bright_target(teacher: torch.Tensor, box: Sequence[int], gain: float) -> tor
     if sign > 0:
         span = WHITE_KNEE - SOFT_START
         soft = SOFT_START + span * torch.tanh((moved - SOFT_START).clamp_min(0) / span)
-        moved = torch.where(moved > SOFT_START, soft, moved)
-        target[..., y1:y2, x1:x2] = torch.maximum(patch, moved)
+        target[..., y1:y2, x1:x2] = torch.maximum(patch, torch.where(moved > SOFT_START, soft, moved))
     else:
-        target[..., y1:y2, x1:x2] = torch.minimum(patch, moved.clamp_min(0.0))
+        start = 1.0 - SOFT_START
+        span = start - BLACK_KNEE
+        soft = start - span * torch.tanh((start - moved).clamp_min(0) / span)
+        target[..., y1:y2, x1:x2] = torch.minimum(patch, torch.where(moved < start, soft, moved))
     return target
 
 
-def _box_masks(boxes: Sequence[Sequence[int]], size: tuple[int, int], dilation: float = 0.0) -> torch.Tensor:
-    from tgif.steering import grown_box
-
+def _box_masks(boxes: Sequence[Sequence[int]], size: tuple[int, int]) -> torch.Tensor:
     mask = torch.zeros(size)
-    for box in boxes:
-        x1, y1, x2, y2 = grown_box(box, size, dilation) if dilation else box
+    for x1, y1, x2, y2 in boxes:
         mask[y1:y2, x1:x2] = 1.0
     return mask
 
@@ -422,19 +434,12 @@ def emphasis_loss(fused: torch.Tensor, teacher: torch.Tensor, named: Sequence[Se
     """Loss of (B, 1, S, S) outputs under the named boxes per sample, against the frozen output (module docstring)."""
     size = tuple(fused.shape[-2:])
     inside = torch.stack([_box_masks(b, size) for b in named])[:, None]
-    grown = torch.stack([_box_masks(b, size, 0.5) for b in named])[:, None]
     others = torch.stack([_box_masks(b, size) for b in unnamed])[:, None] * (1 - inside)
     target = torch.stack([teacher[i] if not named[i] else _targets(teacher[i], named[i], settings.gain)
                           for i in range(len(named))])
-    white = torch.relu(fused - torch.maximum(teacher, torch.full_like(teacher, WHITE_KNEE)))
-    terms = {
-        "in": _masked_mean((fused - target).abs(), inside),
-        "out": _masked_mean((fused - teacher).abs(), 1 - grown),
-        "unnamed": _masked_mean((fused - teacher).abs(), others),
-        "white": _masked_mean(white, inside),
-    }
-    terms["total"] = (settings.w_in * terms["in"] + settings.w_out * terms["out"]
-                      + settings.w_unnamed * terms["unnamed"] + settings.w_white * terms["white"])
+    terms = {"in": _masked_mean((fused - target).abs(), inside),
+             "unnamed": _masked_mean((fused - teacher).abs(), others)}
+    terms["total"] = settings.w_in * terms["in"] + settings.w_unnamed * terms["unnamed"]
     return terms
 
 
@@ -466,62 +471,82 @@ def _crop_with_objects(frame: Frame, crop: int, rng: np.random.Generator) -> tup
     return planes[0][top:top + crop, left:left + crop], planes[1][top:top + crop, left:left + crop], present
 
 
-def train_emphasis(student: TGIFNet, frames: Sequence[Frame], encoder: Any, settings: GroundSettings,
-                   out: Path, progress: bool = True, first_phase: bool = True) -> dict[str, float]:
-    """Stage 2 (module docstring): train the head's emphasis with the named boxes imposed; returns the last 100
-    steps' mean terms (``delta_in`` / ``delta_unnamed``: grey-level change inside the named boxes / in the unnamed
-    objects' boxes). A later phase (``first_phase`` False) appends to the first one's log, its steps counted on."""
+@dataclass
+class PoolCrop:
+    """One crop the emphasis trains on: the frozen trunk's fusion (1, S, S) and the objects in it (integer boxes)."""
+
+    teacher: torch.Tensor
+    objects: list[tuple[str, tuple[int, int, int, int]]]
+
+
+@torch.no_grad()
+def emphasis_pool(student: TGIFNet, frames: Sequence[Frame], encoder: Any, settings: GroundSettings,
+                  progress: bool = True) -> list[PoolCrop]:
+    """``settings.pool`` crops around objects of ``frames`` (frames with more objects drawn more often), each
+    fused once by the frozen trunk under its frame's drafted captions."""
     rng = np.random.default_rng(settings.seed + 1)
-    head = student.region_grounding
-    table = LabelTable(encoder.encode)
     tokens = CaptionTokens(encoder, settings.max_tokens)
     usable = [f for f in frames if f.objects]
     weights = np.array([f.weight * (1.0 + min(len(f.objects), 4)) for f in usable])
     weights /= weights.sum()
+    student.eval()
+    pool: list[PoolCrop] = []
+    bar = tqdm(total=settings.pool, desc="emphasis crops", unit="crop", disable=not progress)
+    while len(pool) < settings.pool:
+        planes, objects, captions = [], [], []
+        while len(planes) < min(8, settings.pool - len(pool)):
+            frame = usable[int(rng.choice(len(usable), p=weights))]
+            a, b, present = _crop_with_objects(frame, settings.crop, rng)
+            if present:
+                planes.append((a, b))
+                objects.append(present)
+                captions.append(frame.captions)
+        y_a = torch.stack([torch.from_numpy(np.ascontiguousarray(p[0])).float().div(255)[None] for p in planes])
+        y_b = torch.stack([torch.from_numpy(np.ascontiguousarray(p[1])).float().div(255)[None] for p in planes])
+        features = student.encode_sources(y_a, y_b)
+        text, mask = tokens.batch(captions)
+        fused, _ = student.ground_and_decode(features, student.guide_sources(features, text, mask), text, mask)
+        pool += [PoolCrop(fused[i], present) for i, present in enumerate(objects)]
+        bar.update(len(planes))
+    bar.close()
+    return pool
+
+
+def train_emphasis(student: TGIFNet, pool: Sequence[PoolCrop], encoder: Any, settings: GroundSettings,
+                   out: Path, progress: bool = True) -> dict[str, float]:
+    """Stage 2 (module docstring): train the head's emphasis on :func:`emphasis_pool` crops with the named boxes
+    imposed; returns the last 100 steps' mean terms (``delta_in`` / ``delta_unnamed``: grey-level change inside the
+    named boxes / in the unnamed objects' boxes; ``gain``: median relative change of the named boxes' contrast to
+    their rings, and ``target_gain`` the target's)."""
+    rng = np.random.default_rng(settings.seed + 3)
+    head = student.region_grounding
+    table = LabelTable(encoder.encode)
     optimizer = torch.optim.Adam(head.emphasis.parameters(), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.steps, settings.lr / 10)
     log = out / "emphasis_log.csv"
-    done = 0
-    if first_phase:
-        log.unlink(missing_ok=True)
-    elif log.exists():
-        done = len(log.read_text().splitlines()) - 1
+    log.unlink(missing_ok=True)
     recent: list[dict[str, float]] = []
-    student.eval()
+    size = (settings.crop, settings.crop)
     bar = tqdm(range(settings.steps), desc="emphasis", unit="step", disable=not progress)
     for step in bar:
-        planes, named, unnamed, captions, sets, flags = [], [], [], [], [], []
-        while len(planes) < settings.batch_size:
-            frame = usable[int(rng.choice(len(usable), p=weights))]
-            a, b, present = _crop_with_objects(frame, settings.crop, rng)
-            if not present:
-                continue
+        teachers, named, unnamed, sets, flags = [], [], [], [], []
+        for index in rng.choice(len(pool), size=settings.batch_size, replace=False):
+            crop = pool[int(index)]
             for _ in range(2):  # counterfactual: two subsets of the crop's objects named
-                chosen = rng.random(len(present)) < 0.5
+                chosen = rng.random(len(crop.objects)) < 0.5
                 if not chosen.any():
-                    chosen[int(rng.integers(len(present)))] = True
-                planes.append((a, b))
-                named.append([box for (_, box), c in zip(present, chosen) if c])
-                unnamed.append([box for (_, box), c in zip(present, chosen) if not c])
-                captions.append(frame.captions)
-                sets.append([Region(label, tuple(float(v) for v in box)) for label, box in present])
+                    chosen[int(rng.integers(len(crop.objects)))] = True
+                teachers.append(crop.teacher)
+                named.append([box for (_, box), c in zip(crop.objects, chosen) if c])
+                unnamed.append([box for (_, box), c in zip(crop.objects, chosen) if not c])
+                sets.append([Region(label, tuple(float(v) for v in box)) for label, box in crop.objects])
                 flags.append(chosen.astype(np.float32))
-        y_a = torch.stack([torch.from_numpy(np.ascontiguousarray(p[0])).float().div(255)[None] for p in planes])
-        y_b = torch.stack([torch.from_numpy(np.ascontiguousarray(p[1])).float().div(255)[None] for p in planes])
-        regions = region_tokens(sets, [(settings.crop, settings.crop)] * len(sets), table)
+        teacher = torch.stack(teachers)
+        regions = region_tokens(sets, [size] * len(sets), table)
         imposed = torch.zeros(regions.valid.shape)
         for i, chosen in enumerate(flags):
             imposed[i, : len(chosen)] = torch.from_numpy(chosen)
-        with torch.no_grad():
-            features = student.encode_sources(y_a, y_b)
-            text, mask = tokens.batch(captions, cache=True)
-            guided = student.guide_sources(features, text, mask)
-            student.train()
-            teacher, _ = student.ground_and_decode(features, guided)  # no region: the trunk's own fusion
-        from tgif.model.tgif_net import GuidedFeatures
-
-        fused, _ = student.ground_and_decode(features, GuidedFeatures(guided.merged), text, mask, regions, imposed)
-        student.eval()
+        fused, _ = student.emphasise(teacher, None, None, regions, imposed)
         terms = emphasis_loss(fused, teacher, named, unnamed, settings)
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
@@ -529,15 +554,24 @@ def train_emphasis(student: TGIFNet, frames: Sequence[Frame], encoder: Any, sett
         scheduler.step()
         with torch.no_grad():
             change = (fused - teacher).abs() * 255
-            size = (settings.crop, settings.crop)
             inside = torch.stack([_box_masks(n, size) for n in named])[:, None]
             others = torch.stack([_box_masks(u, size) for u in unnamed])[:, None] * (1 - inside)
             row = {k: float(v) for k, v in terms.items()}
             row["delta_in"] = float(_masked_mean(change, inside))
             row["delta_unnamed"] = float(_masked_mean(change, others))
+            gains, target_gains = [], []
+            for i, boxes in enumerate(named):
+                target = _targets(teacher[i], boxes, settings.gain)
+                for box in boxes:
+                    before = float(torch.sub(*box_contrast(teacher[i], box)).abs())
+                    if before > 2 / 255:
+                        gains.append(float(torch.sub(*box_contrast(fused[i].detach(), box)).abs()) / before - 1)
+                        target_gains.append(float(torch.sub(*box_contrast(target, box)).abs()) / before - 1)
+            row["gain"] = float(np.median(gains)) if gains else 0.0
+            row["target_gain"] = float(np.median(target_gains)) if target_gains else 0.0
         recent = (recent + [row])[-100:]
-        append_csv(log, {"step": done + step + 1, **{k: f"{v:.5f}" for k, v in row.items()}})
-        bar.set_postfix(d_in=f"{row['delta_in']:.1f}", d_other=f"{row['delta_unnamed']:.2f}")
+        append_csv(log, {"step": step + 1, **{k: f"{v:.5f}" for k, v in row.items()}})
+        bar.set_postfix(d_in=f"{row['delta_in']:.1f}", gain=f"{row['gain']:+.2f}")
     return {k: float(np.mean([r[k] for r in recent])) for k in recent[0]} if recent else {}
 
 
@@ -566,9 +600,8 @@ def train_grounding(settings: GroundSettings, progress: bool = True, frames: lis
     examples, tokens = matcher_data(frames, encoder, settings, progress)
     matcher = train_matcher(student, examples, tokens, encoder, settings, out, progress)
     logger.info("matcher: %s (%.0f s)", matcher, time.perf_counter() - start)
-    emphasis = train_emphasis(student, frames, encoder, settings, out, progress)
-    for phase in settings.emphasis_phases:
-        emphasis = train_emphasis(student, frames, encoder, replace(settings, **phase), out, progress, False)
+    emphasis = train_emphasis(student, emphasis_pool(student, frames, encoder, settings, progress), encoder,
+                              settings, out, progress)
     logger.info("emphasis: %s (%.0f s)", emphasis, time.perf_counter() - start)
     extra = {**{k: v for k, v in metadata.extra.items() if k != "steer_settings"}, "objective": "ground",
              "ground_settings": asdict(settings), "base_checkpoint": Path(settings.init).name,
@@ -583,12 +616,4 @@ def load_ground_settings(values: dict[str, Any]) -> GroundSettings:
     unknown = sorted(set(values) - set(GroundSettings.__dataclass_fields__))
     if unknown:
         raise ValueError(f"unknown grounding settings {unknown}; known: {sorted(GroundSettings.__dataclass_fields__)}")
-    for phase in values.get("emphasis_phases") or []:
-        bad = sorted(set(phase) - set(PHASED))
-        if bad or "steps" not in phase:
-            raise ValueError(f"an emphasis phase needs steps and may set {list(PHASED)}; got {sorted(phase)}")
     return GroundSettings(**values)
-
-
-#: What an emphasis phase may set.
-PHASED = ("steps", "lr", "gain", "w_in", "w_out", "w_unnamed", "w_white", "seed")
