@@ -51,11 +51,10 @@ logger = logging.getLogger(__name__)
 #: Training words for the classes a user names (the benchmark's words, assets/steering/words.txt, are others).
 GROUND_WORDS: dict[str, tuple[str, ...]] = {
     "person": ("person", "pedestrian", "man", "woman", "human", "figure", "walker", "people", "child", "worker",
-               "someone", "passer-by", "boy", "girl", "lady", "fellow", "runner", "jogger", "stranger"),
-    "car": ("car", "vehicle", "automobile", "taxi", "van", "hatchback", "motorcar", "cab", "jeep", "saloon",
-            "suv", "coupe", "minivan"),
-    "truck": ("truck", "lorry", "tanker", "semi-trailer", "dump truck", "delivery truck"),
-    "bus": ("bus", "minibus", "shuttle", "trolleybus", "school bus"),
+               "someone", "passer-by"),
+    "car": ("car", "vehicle", "automobile", "taxi", "van", "hatchback"),
+    "truck": ("truck", "lorry", "tanker", "semi-trailer"),
+    "bus": ("bus", "minibus", "shuttle"),
     "bicycle": ("bicycle", "bike", "cyclist", "bicyclist"),
     "motorcycle": ("motorcycle", "motorbike", "moped", "motorcyclist"),
 }
@@ -65,38 +64,21 @@ GROUND_TEMPLATES: tuple[str, ...] = (*TRAIN_TEMPLATES,
     "I need the {obj} to be visible.", "Make sure the {obj} is easy to see.", "Boost the contrast of the {obj}.",
     "Accentuate the {obj}.", "Give the {obj} more emphasis.", "The {obj} is the key target.", "Look at the {obj}.",
     "Mark out the {obj}.", "Increase the visibility of the {obj}.", "Our target is the {obj}.",
-    "Please highlight the {obj}.", "It is the {obj} that I care about.", "Focus on the {obj}.",
-    # requests with words after the object (the object is not the sentence's end)
-    "Brighten the {obj} a little.", "Make the {obj} more prominent than the rest.",
-    "Lift the {obj} out of the background.", "Render the {obj} more vividly, please.",
-    "Could the {obj} be made easier to spot?", "I would like the {obj} to stand out more.",
-    "Help me spot the {obj} quickly.", "Let the {obj} come forward in the image.",
-    "Can you make the {obj} a bit brighter?", "The {obj} needs to be easy to find.",
-    "Point out the {obj} for me.", "Direct attention to the {obj}, please.",
-    "Make the {obj} the brightest thing here.", "Would you emphasise the {obj} more?",
-    "The {obj} deserves more emphasis.", "Increase the brightness of the {obj} slightly.",
-    "Set the {obj} apart from its surroundings.", "Make the {obj} easier to notice.")
+    "Please highlight the {obj}.", "It is the {obj} that I care about.", "Focus on the {obj}.")
 #: Training words for columns, rows and corners of the 3x3 grid (the benchmark's words are in assets/steering).
 COLUMN_WORDS: dict[int, tuple[str, ...]] = {
-    0: ("on the left", "on the left side", "to the left", "at the left", "towards the left", "in the left part",
-        "at the far left", "by the left border", "over on the left", "in the left third", "along the left margin",
-        "on the left of the image"),
-    1: ("in the centre", "in the middle", "in the center", "at the centre", "in the central part",
-        "in the middle of the image", "just in the centre", "at the middle of the picture", "centrally placed"),
+    0: ("on the left", "on the left side", "to the left", "at the left", "towards the left", "in the left part"),
+    1: ("in the centre", "in the middle", "in the center", "at the centre", "in the central part"),
     2: ("on the right", "on the right side", "to the right", "at the right", "towards the right",
-        "in the right part", "at the far right", "by the right border", "over on the right", "in the right third",
-        "along the right margin", "on the right of the image"),
+        "in the right part"),
 }
 ROW_WORDS: dict[int, tuple[str, ...]] = {
-    0: ("at the top", "in the upper part", "at the top of the frame", "near the top", "high up in the image"),
-    2: ("at the bottom", "in the lower part", "at the bottom of the frame", "near the bottom",
-        "low in the image"),
+    0: ("at the top", "in the upper part", "at the top of the frame"),
+    2: ("at the bottom", "in the lower part", "at the bottom of the frame"),
 }
 CORNER_WORDS: dict[tuple[int, int], tuple[str, ...]] = {
-    (0, 0): ("at the top left", "in the upper left", "in the upper-left area", "top left of the image"),
-    (2, 0): ("at the top right", "in the upper right", "in the upper-right area", "top right of the image"),
-    (0, 2): ("at the bottom left", "in the lower left", "in the lower-left area", "bottom left of the image"),
-    (2, 2): ("at the bottom right", "in the lower right", "in the lower-right area", "bottom right of the image"),
+    (0, 0): ("at the top left", "in the upper left"), (2, 0): ("at the top right", "in the upper right"),
+    (0, 2): ("at the bottom left", "in the lower left"), (2, 2): ("at the bottom right", "in the lower right"),
 }
 SIZE_WORDS: dict[int, tuple[str, ...]] = {0: ("large", "big", "larger", "bigger"), 1: ("small", "little", "smaller")}
 #: Sentences that describe an object without asking for it (they name nothing).
