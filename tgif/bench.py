@@ -369,8 +369,8 @@ def bench_session(weights: str | None = None, repeat: int = 15,
     encoders, the trunk, the grounding head and the decoder); *caption edit*: the same session fused again with
     a changed caption (its text features, the head and the decoder, over the trunk of the first captions, which
     stand for the drafts: :meth:`~tgif.session.PairSession.set_scene`; for a region-grounding network only the
-    match and the emphasis over the first captions' fused image, as its decoder does not read the caption). Perception and drafting are left out of
-    both (the captions are given).
+    match and the emphasis over the first captions' fused image, as its decoder does not read the caption).
+    Perception and drafting are left out of both (the captions are given).
     Each of ``repeat`` rounds times a fresh pair and then its edit, so that ``ratio``, the median over rounds of
     the edit's time over its own round's fresh pair, pairs times taken a moment apart (a slower moment of the
     machine weighs on both); ``fresh_pair`` and ``caption_edit`` are median seconds.

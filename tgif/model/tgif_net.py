@@ -22,8 +22,9 @@ c_k = dim / 2**(n - k) at level k (full resolution is level 0, c_n = dim):
 
 The stages can run apart (``forward`` is them in sequence): :meth:`TGIFNet.encode_sources` (step 2,
 text-free), :meth:`TGIFNet.guide_sources` (steps 3-4, the trunk) and :meth:`TGIFNet.ground_and_decode`
-(the grounding head, then step 5). A pair's encoded sources serve every caption, and with a grounding
-head the trunk of its drafted captions serves every edit of them (see :mod:`tgif.session`).
+(the pixel grounding head, then step 5, then the region grounding's emphasis of the named objects in the fused
+image, :meth:`TGIFNet.emphasise`). A pair's encoded sources serve every caption, and with a grounding head the
+trunk of its drafted captions serves every edit of them (see :mod:`tgif.session`).
 
 The Restormer blocks work at 1/s resolution and the full- and half-resolution levels use cheap
 convolutions only: at full resolution a Restormer stack costs tens of seconds per 640x480 image on
