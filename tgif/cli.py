@@ -327,8 +327,9 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
         for label, caption, source in zip(("caption 1", "caption 2"), result.captions, result.caption_sources):
             print(f"{label} ({source or 'off'}): {caption}")
         if result.scene_captions is not None and result.scene_captions != result.captions:
-            print("note: the network's trunk read the drafted captions, the given ones its grounding head and "
-                  "decoder, as the app fuses an edit")
+            read = "grounding head" if fuser.grounds_regions else "grounding head and decoder"
+            print(f"note: the network's trunk read the drafted captions, the given ones its {read}, as the app "
+                  "fuses an edit")
             if captions is not None:
                 print("note: captions given, so those drafts came from the offline template drafter "
                       "(no caption-server request)")

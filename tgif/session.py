@@ -7,8 +7,9 @@ pair (task and modalities from :mod:`tgif.tasks`) -> perception maps per source 
 and who wrote them -> text features per caption pair -> the sources' network features -> a fused
 image per caption pair.
 
-A caption edit re-runs only the text features, the grounding head and the decoder: the network's
-trunk (text blocks and cross-source block) reads the pair's *scene* captions, its drafts, and is
+A caption edit re-runs only the text features, the grounding head and the decoder (for a region-grounding
+network only the match and the emphasis, over the scene's fused image, as its decoder reads no caption): the
+network's trunk (text blocks and cross-source block) reads the pair's *scene* captions, its drafts, and is
 computed once per scene (:meth:`PairSession.scene_captions`); perception and the source encoders
 never run twice for a session. The app keeps one session per browser session and
 pair; ``tgif fuse``, ``tgif eval``, ``tgif steer`` and ``tgif bench session`` go through it too. The
