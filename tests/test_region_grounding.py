@@ -12,7 +12,7 @@ from test_steering import HashEncoder
 from tgif.captions.steering import SELECTIVITY_PHRASINGS, SELECTIVITY_WORDS, read_phrasings, read_words
 from tgif.errors import TgifError
 from tgif.model import TGIFConfig, TGIFNet, load_tgif, save_tgif
-from tgif.model.region_grounding import LabelTable, Region, box_coverage, match_gate, region_tokens
+from tgif.model.region_grounding import LabelTable, Region, match_gate, region_tokens
 from tgif.session import added_text, pointing_notes
 from tgif.steering import selectivity_phrase, selectivity_stats
 from tgif.train.grounding import (
@@ -89,20 +89,6 @@ def test_nothing_matched_note_quotes_the_added_text():
 
 
 # ---------------------------------------------------------------------------------------------- region tokens
-
-
-def test_box_coverage_is_each_cells_share_inside_the_box():
-    boxes = torch.tensor([[[1.0, 2.0, 7.0, 5.0], [0.0, 0.0, 0.0, 0.0]]])
-    valid = torch.tensor([[True, False]])
-    cover = box_coverage(boxes, valid, (3, 4), stride=2)
-    expected = np.zeros((3, 4))
-    for row in range(3):
-        for col in range(4):
-            fine = np.zeros((6, 8))
-            fine[2:5, 1:7] = 1  # the box in input pixels
-            expected[row, col] = fine[2 * row:2 * row + 2, 2 * col:2 * col + 2].mean()
-    assert np.allclose(cover[0, 0].numpy(), expected)
-    assert float(cover[0, 1].abs().sum()) == 0.0  # padding covers nothing
 
 
 def test_region_tokens_place_and_size_objects_as_the_app_names_them():

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,7 +37,7 @@ from tqdm import tqdm
 
 from tgif.captions.steering import HELD_OUT_TEMPLATES, add_phrase, box_position, highlight_phrase
 from tgif.errors import DatasetError
-from tgif.model.region_grounding import RING_DILATION  # the box grown by it bounds "inside + ring"
+from tgif.model.region_grounding import RING_DILATION, grown_box, pixel_box  # the grown box bounds "inside + ring"
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -67,25 +66,11 @@ class SteerCase:
     objects: tuple[tuple[str, tuple[float, float, float, float]], ...] = ()
 
 
-def grown_box(box: Sequence[float], shape: tuple[int, int],
-              dilation: float = RING_DILATION) -> tuple[int, int, int, int]:
-    """The box grown by ``dilation`` of its width and height (half on each side), as integer pixel bounds
-    (floor / ceil) clipped to the (height, width) frame."""
-    x1, y1, x2, y2 = box
-    dx, dy = (x2 - x1) * dilation / 2, (y2 - y1) * dilation / 2
-    height, width = shape
-    return (max(0, math.floor(x1 - dx)), max(0, math.floor(y1 - dy)),
-            min(width, math.ceil(x2 + dx)), min(height, math.ceil(y2 + dy)))
-
-
 def box_regions(box: Sequence[float], shape: tuple[int, int],
                 dilation: float = RING_DILATION) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boolean (H, W) masks of a box (pixels whose centres lie in it, at least one), its ring (the box
     grown by ``dilation`` less the box) and the outside (everything beyond the grown box)."""
-    height, width = shape
-    x1, y1, x2, y2 = box
-    ix1, iy1 = min(width - 1, max(0, math.floor(x1))), min(height - 1, max(0, math.floor(y1)))
-    ix2, iy2 = max(ix1 + 1, min(width, math.ceil(x2))), max(iy1 + 1, min(height, math.ceil(y2)))
+    ix1, iy1, ix2, iy2 = pixel_box(box, shape)
     inside = np.zeros(shape, bool)
     inside[iy1:iy2, ix1:ix2] = True
     gx1, gy1, gx2, gy2 = grown_box((ix1, iy1, ix2, iy2), shape, dilation)

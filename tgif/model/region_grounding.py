@@ -172,18 +172,6 @@ def label_feature(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (real[1:-1] if real.shape[0] > 2 else real).mean(dim=0)
 
 
-def box_coverage(boxes: torch.Tensor, valid: torch.Tensor, shape: tuple[int, int], stride: int) -> torch.Tensor:
-    """(B, R, h, w) share of each feature cell (``stride`` x ``stride`` input pixels) inside each (B, R, 4) box;
-    zero for padding regions."""
-    h, w = shape
-    cells_x = torch.arange(w, device=boxes.device, dtype=boxes.dtype) * stride
-    cells_y = torch.arange(h, device=boxes.device, dtype=boxes.dtype) * stride
-    x1, y1, x2, y2 = (boxes[..., k, None] for k in range(4))
-    cover_x = (torch.minimum(x2, cells_x + stride) - torch.maximum(x1, cells_x)).clamp(0, stride) / stride
-    cover_y = (torch.minimum(y2, cells_y + stride) - torch.maximum(y1, cells_y)).clamp(0, stride) / stride
-    return cover_y[..., :, None] * cover_x[..., None, :] * valid[..., None, None].to(boxes.dtype)
-
-
 def match_gate(probability: torch.Tensor) -> torch.Tensor:
     """How much emphasis a region with match probability p gets: 0 up to :data:`MATCH_THRESHOLD` (an even chance
     changes nothing), rising linearly to 1 at :data:`MATCH_FULL`."""
@@ -199,15 +187,22 @@ def pixel_box(box: Sequence[float], shape: tuple[int, int]) -> tuple[int, int, i
     return x1, y1, max(x1 + 1, min(width, math.ceil(float(box[2])))), max(y1 + 1, min(height, math.ceil(float(box[3]))))
 
 
-def ring_mean(image: torch.Tensor, box: tuple[int, int, int, int], dilation: float = RING_DILATION) -> torch.Tensor:
-    """Mean of a (..., H, W) image over the ring around an integer ``box``: the box grown by ``dilation`` of its
-    width and height (half on each side, clipped to the frame) less the box; the box's mean when the ring is
-    empty. Shape (...)."""
+def grown_box(box: Sequence[float], shape: tuple[int, int],
+              dilation: float = RING_DILATION) -> tuple[int, int, int, int]:
+    """The box grown by ``dilation`` of its width and height (half on each side), as integer pixel bounds
+    (floor / ceil) clipped to the (height, width) frame."""
     x1, y1, x2, y2 = box
-    height, width = image.shape[-2:]
     dx, dy = (x2 - x1) * dilation / 2, (y2 - y1) * dilation / 2
-    gx1, gy1 = max(0, math.floor(x1 - dx)), max(0, math.floor(y1 - dy))
-    gx2, gy2 = min(width, math.ceil(x2 + dx)), min(height, math.ceil(y2 + dy))
+    height, width = shape
+    return (max(0, math.floor(x1 - dx)), max(0, math.floor(y1 - dy)),
+            min(width, math.ceil(x2 + dx)), min(height, math.ceil(y2 + dy)))
+
+
+def ring_mean(image: torch.Tensor, box: tuple[int, int, int, int], dilation: float = RING_DILATION) -> torch.Tensor:
+    """Mean of a (..., H, W) image over the ring around an integer ``box``: the box grown by ``dilation``
+    (:func:`grown_box`) less the box; the box's mean when the ring is empty. Shape (...)."""
+    x1, y1, x2, y2 = box
+    gx1, gy1, gx2, gy2 = grown_box(box, tuple(image.shape[-2:]), dilation)
     inner = image[..., y1:y2, x1:x2].sum(dim=(-2, -1))
     count = (x2 - x1) * (y2 - y1)
     ring = (gx2 - gx1) * (gy2 - gy1) - count
@@ -367,12 +362,16 @@ class RegionGrounding(nn.Module):
         log_size = said(terms["size"], None, regions.sizes)
         return log_class + log_column + log_row + log_size + torch.log(terms["request"].clamp_min(1e-6))[:, None, :]
 
-    def relevance(self, probabilities: torch.Tensor, regions: RegionTokens, shape: tuple[int, int]) -> torch.Tensor:
-        """(B, 1, H, W) relevance of an (H, W) image: the gated match of each region over its box's pixels."""
-        coverage = box_coverage(regions.boxes, regions.valid, shape, 1)
-        if coverage.shape[1] == 0:
-            return coverage.new_zeros(coverage.shape[0], 1, *shape)
-        return (match_gate(probabilities)[..., None, None] * coverage).amax(dim=1, keepdim=True)
+    @staticmethod
+    def relevance(probabilities: torch.Tensor, regions: RegionTokens, shape: tuple[int, int]) -> torch.Tensor:
+        """(B, 1, H, W) relevance of an (H, W) image: each region's gated match over its box's pixels (as
+        :func:`pixel_box` bounds them, the pixels the emphasis acts on), the largest where boxes overlap."""
+        gates = match_gate(probabilities) * regions.valid.to(probabilities.dtype)
+        relevance = gates.new_zeros(gates.shape[0], 1, *shape)
+        for b, r in torch.nonzero(gates > 0).tolist():
+            x1, y1, x2, y2 = pixel_box(regions.boxes[b, r].tolist(), shape)
+            relevance[b, 0, y1:y2, x1:x2] = torch.clamp(relevance[b, 0, y1:y2, x1:x2], min=float(gates[b, r]))
+        return relevance
 
     def forward(self, image: torch.Tensor, tokens: torch.Tensor | None, mask: torch.Tensor | None,
                 regions: RegionTokens, probabilities: torch.Tensor | None = None

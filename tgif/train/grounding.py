@@ -411,14 +411,23 @@ def _box_masks(boxes: Sequence[Sequence[int]], size: tuple[int, int]) -> torch.T
     return mask
 
 
-def emphasis_loss(fused: torch.Tensor, teacher: torch.Tensor, named: Sequence[Sequence[Sequence[int]]],
-                  unnamed: Sequence[Sequence[Sequence[int]]], settings: GroundSettings) -> dict[str, torch.Tensor]:
-    """Loss of (B, 1, S, S) outputs under the named boxes per sample, against the frozen output (module docstring)."""
-    size = tuple(fused.shape[-2:])
+def emphasis_targets(teacher: torch.Tensor, named: Sequence[Sequence[Sequence[int]]],
+                     unnamed: Sequence[Sequence[Sequence[int]]], gain: float
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For (B, 1, S, S) frozen outputs and each sample's named and unnamed boxes: the target (module docstring),
+    the named boxes' mask and the unnamed boxes' mask outside the named ones, each (B, 1, S, S)."""
+    size = tuple(teacher.shape[-2:])
     inside = torch.stack([_box_masks(b, size) for b in named])[:, None]
     others = torch.stack([_box_masks(b, size) for b in unnamed])[:, None] * (1 - inside)
-    target = torch.stack([teacher[i] if not named[i] else _targets(teacher[i], named[i], settings.gain)
+    target = torch.stack([teacher[i] if not named[i] else _targets(teacher[i], named[i], gain)
                           for i in range(len(named))])
+    return target, inside, others
+
+
+def emphasis_loss(fused: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, inside: torch.Tensor,
+                  others: torch.Tensor, settings: GroundSettings) -> dict[str, torch.Tensor]:
+    """Loss of (B, 1, S, S) outputs: the named boxes (``inside``) to ``target``, the unnamed ones (``others``) to
+    the frozen output (:func:`emphasis_targets`)."""
     terms = {"in": _masked_mean((fused - target).abs(), inside),
              "unnamed": _masked_mean((fused - teacher).abs(), others)}
     terms["total"] = settings.w_in * terms["in"] + settings.w_unnamed * terms["unnamed"]
@@ -529,26 +538,24 @@ def train_emphasis(student: TGIFNet, pool: Sequence[PoolCrop], encoder: Any, set
         for i, chosen in enumerate(flags):
             imposed[i, : len(chosen)] = torch.from_numpy(chosen)
         fused, _ = student.emphasise(teacher, None, None, regions, imposed)
-        terms = emphasis_loss(fused, teacher, named, unnamed, settings)
+        target, inside, others = emphasis_targets(teacher, named, unnamed, settings.gain)
+        terms = emphasis_loss(fused, teacher, target, inside, others, settings)
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         optimizer.step()
         scheduler.step()
         with torch.no_grad():
             change = (fused - teacher).abs() * 255
-            inside = torch.stack([_box_masks(n, size) for n in named])[:, None]
-            others = torch.stack([_box_masks(u, size) for u in unnamed])[:, None] * (1 - inside)
             row = {k: float(v) for k, v in terms.items()}
             row["delta_in"] = float(_masked_mean(change, inside))
             row["delta_unnamed"] = float(_masked_mean(change, others))
             gains, target_gains = [], []
             for i, boxes in enumerate(named):
-                target = _targets(teacher[i], boxes, settings.gain)
                 for box in boxes:
                     before = float(torch.sub(*box_contrast(teacher[i], box)).abs())
                     if before > 2 / 255:
                         gains.append(float(torch.sub(*box_contrast(fused[i].detach(), box)).abs()) / before - 1)
-                        target_gains.append(float(torch.sub(*box_contrast(target, box)).abs()) / before - 1)
+                        target_gains.append(float(torch.sub(*box_contrast(target[i], box)).abs()) / before - 1)
             row["gain"] = float(np.median(gains)) if gains else 0.0
             row["target_gain"] = float(np.median(target_gains)) if target_gains else 0.0
         recent = (recent + [row])[-100:]

@@ -56,8 +56,8 @@ from tgif.captions.steering import ABSENT_LABELS, LABEL_SYNONYMS, POSITION_SYNON
 from tgif.captions.template import restrict_caption
 from tgif.errors import DatasetError
 from tgif.model import TGIFNet, load_tgif, save_tgif
+from tgif.model.region_grounding import grown_box, ring_mean
 from tgif.model.tgif_net import TGIFConfig
-from tgif.steering import grown_box
 from tgif.text import CAPTION_TOKENS
 from tgif.train.loop import append_csv, load_state, log_row, save_state, truncate_csv
 from tgif.train.losses import sobel_magnitude
@@ -375,15 +375,9 @@ def region_masks(boxes: Sequence[Sequence[int]], size: tuple[int, int],
 
 def box_contrast(image: torch.Tensor, box: Sequence[int], dilation: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean inside the box, mean over its ring) of a (..., H, W) image; the ring is the box dilated by
-    ``dilation`` less the box (the box's mean stands in when the ring is empty)."""
+    ``dilation`` less the box (:func:`~tgif.model.region_grounding.ring_mean`)."""
     x1, y1, x2, y2 = box
-    gx1, gy1, gx2, gy2 = grown_box(box, tuple(image.shape[-2:]), dilation)
-    inner = image[..., y1:y2, x1:x2]
-    outer = image[..., gy1:gy2, gx1:gx2]
-    inner_sum, count_in = inner.sum(dim=(-2, -1)), inner.shape[-1] * inner.shape[-2]
-    ring_count = outer.shape[-1] * outer.shape[-2] - count_in
-    ring_mean = (outer.sum(dim=(-2, -1)) - inner_sum) / ring_count if ring_count > 0 else inner_sum / count_in
-    return inner_sum / count_in, ring_mean
+    return image[..., y1:y2, x1:x2].mean(dim=(-2, -1)), ring_mean(image, tuple(box), dilation)
 
 
 def steer_target(teacher: torch.Tensor, boxes: Sequence[Sequence[int]], gain: float) -> torch.Tensor:
